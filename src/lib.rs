@@ -1,0 +1,2 @@
+//! faultd: a native chaos-injection daemon that speaks Chaos Mesh's `pb.ChaosDaemon` contract.
+pub mod proto;
