@@ -1,0 +1,1 @@
+//! Adapter for faultd's own `faultd.v1` services (faults, leases, doctor).
