@@ -1,0 +1,70 @@
+//! What the engine needs from a fault kind: apply it, undo it (idempotently), check that the
+//! undo really took, and say where it lives (so reconciliation after a reboot knows whether the
+//! kernel already dropped it).
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Where a fault's state lives, which decides what a reboot does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// In a pod's network namespace: gone when the namespace is gone.
+    Netns,
+    /// A process faultd started: gone when the process is gone.
+    Process,
+    /// In the host's namespaces or on disk: survives a reboot if persisted, so always checked.
+    Host,
+}
+
+/// How an effect failed, so the gRPC layer can pick a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    Unavailable,
+    Internal,
+}
+
+/// An error from a fault kind's apply/revert/check.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct EffectError {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl EffectError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        EffectError {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(FailureKind::Internal, message)
+    }
+}
+
+/// A fault kind. The value carries everything needed to undo the fault exactly, including the
+/// prior state captured before applying; it is what the journal stores.
+pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// Short kind name used in metrics and listings (`netem`, `tbf`, `stress`, ...).
+    fn kind(&self) -> String;
+    fn scope(&self) -> Scope;
+    /// A readable one-line description.
+    fn summary(&self) -> String;
+    /// Makes the fault real. On error, whatever was partially applied must be undone by
+    /// [`Effect::revert`], which the engine calls next.
+    fn apply(&self) -> BoxFuture<'_, Result<(), EffectError>>;
+    /// Undoes the fault. Undoing something already gone is success.
+    fn revert(&self) -> BoxFuture<'_, Result<(), EffectError>>;
+    /// Re-reads the kernel: true when no trace of the fault remains.
+    fn is_reverted(&self) -> BoxFuture<'_, Result<bool, EffectError>>;
+    /// What an operator must remove by hand if every automatic undo failed.
+    fn manual_cleanup(&self) -> String;
+    /// Whether the fault's state is known to be gone (its namespace or process no longer
+    /// exists), without touching anything.
+    fn target_gone(&self) -> bool;
+}

@@ -1,0 +1,633 @@
+//! The rollback engine: every fault goes through here. It owns the order of work (journal the
+//! intent with its undo data, touch the kernel, journal that it is applied), deadlines, leases,
+//! HaltAll, and start-up reconciliation, so that no fault outlives its deadline, its daemon or
+//! its boot. Fault kinds plug in through [`Effect`]; storage is [`crate::journal`].
+//!
+//! Policy on restart (same boot, previous process gone): every fault the previous process had
+//! applied or was applying is rolled back before the new process serves, and the reason is
+//! recorded (`restart`). After a reboot (boot id changed): faults whose namespace or process is
+//! gone are recorded as gone with the reboot; anything else is checked and undone (`reboot`).
+//! On SIGTERM every active fault is rolled back (`shutdown`): a fault never outlives the
+//! process that supervises it.
+mod effect;
+mod lease;
+pub mod record;
+
+pub use effect::{Effect, EffectError, FailureKind, Scope};
+pub use lease::Lease;
+pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::journal::{Journal, JournalError};
+use crate::metrics::{KindLabel, Metrics, RollbackLabels};
+use record::{now_boottime_ms, now_unix_ms};
+
+/// How many ended faults stay in the journal (and in listings) after compaction.
+const KEEP_ENDED: usize = 200;
+/// Pause between undo attempts; the last one failing marks the fault failed.
+const UNDO_BACKOFF_MS: [u64; 4] = [0, 100, 400, 1600];
+/// The deadline loop never sleeps longer than this, so expiry is enforced within a second.
+const TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Effect(EffectError),
+    #[error("no fault with id {0:?}")]
+    NotFound(String),
+    #[error("no lease with id {0:?}")]
+    LeaseNotFound(String),
+    #[error("lease {0:?} has expired; create a new one")]
+    LeaseExpired(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("rollback of fault {id} failed: {message}")]
+    RollbackFailed { id: String, message: String },
+    #[error("journal worker failed: {0}")]
+    Join(String),
+}
+
+impl EngineError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            EngineError::Journal(_) | EngineError::Join(_) => FailureKind::Unavailable,
+            EngineError::Effect(e) => e.kind,
+            EngineError::NotFound(_) | EngineError::LeaseNotFound(_) => FailureKind::NotFound,
+            EngineError::LeaseExpired(_) => FailureKind::FailedPrecondition,
+            EngineError::Invalid(_) => FailureKind::InvalidArgument,
+            EngineError::RollbackFailed { .. } => FailureKind::Internal,
+        }
+    }
+}
+
+/// A fault to apply.
+pub struct NewFault<E> {
+    pub effect: E,
+    pub target: TargetIdentity,
+    pub owner: String,
+    pub ttl: Option<Duration>,
+    pub lease_id: Option<String>,
+    pub group: String,
+}
+
+/// What start-up reconciliation did.
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileReport {
+    pub rolled_back: usize,
+    pub gone_with_reboot: usize,
+    pub failed: usize,
+    pub took: Duration,
+}
+
+/// Result of HaltAll.
+#[derive(Debug)]
+pub struct HaltReport<E> {
+    pub rolled_back: usize,
+    pub failed: usize,
+    pub faults: Vec<FaultRecord<E>>,
+}
+
+/// The engine. Create with [`Engine::open`], call [`Engine::reconcile`] before serving, then
+/// spawn [`Engine::run_deadlines`].
+pub struct Engine<E: Effect> {
+    journal: Arc<Mutex<Journal<FaultRecord<E>>>>,
+    faults: Mutex<BTreeMap<String, FaultRecord<E>>>,
+    leases: Mutex<HashMap<String, Lease>>,
+    groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: Arc<Metrics>,
+    boot_id: String,
+    max_duration: Option<Duration>,
+    wake: Notify,
+    me: (u32, u64),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<E: Effect> Engine<E> {
+    /// Opens (and locks) the journal under `state_dir` and loads its records.
+    pub fn open(
+        state_dir: &Path,
+        max_duration: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, EngineError> {
+        let boot_id = crate::process::boot_id().unwrap_or_else(|_| "unknown-boot".into());
+        Self::open_with_boot_id(state_dir, max_duration, metrics, boot_id)
+    }
+
+    /// [`Engine::open`] with an explicit boot id (tests simulate reboots with it).
+    pub fn open_with_boot_id(
+        state_dir: &Path,
+        max_duration: Duration,
+        metrics: Arc<Metrics>,
+        boot_id: String,
+    ) -> Result<Arc<Self>, EngineError> {
+        let (journal, records) = Journal::<FaultRecord<E>>::open(state_dir)?;
+        let mut faults = BTreeMap::new();
+        for r in records {
+            faults.insert(r.id.clone(), r);
+        }
+        let me = crate::process::ProcessIdentity::of(std::process::id())
+            .map(|p| (p.pid, p.start_ticks))
+            .unwrap_or((std::process::id(), 0));
+        Ok(Arc::new(Engine {
+            journal: Arc::new(Mutex::new(journal)),
+            faults: Mutex::new(faults),
+            leases: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            metrics,
+            boot_id,
+            max_duration: (!max_duration.is_zero()).then_some(max_duration),
+            wake: Notify::new(),
+            me,
+        }))
+    }
+
+    pub fn boot_id(&self) -> &str {
+        &self.boot_id
+    }
+
+    async fn persist(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
+        let journal = self.journal.clone();
+        let copy = rec.clone();
+        let started = Instant::now();
+        tokio::task::spawn_blocking(move || lock(&journal).append(&copy))
+            .await
+            .map_err(|e| EngineError::Join(e.to_string()))??;
+        self.metrics
+            .journal_fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        lock(&self.faults).insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn gauge(&self, kind: &str, delta: i64) {
+        self.metrics
+            .active_faults
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc_by(delta);
+    }
+
+    /// Serializes changes to one group (for example one device in one netns).
+    pub async fn lock_group(&self, group: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = lock(&self.groups)
+            .entry(group.to_string())
+            .or_default()
+            .clone();
+        m.lock_owned().await
+    }
+
+    fn deadline_for(&self, ttl: Option<Duration>) -> Option<Deadline> {
+        let life = match (ttl, self.max_duration) {
+            (Some(t), Some(m)) => Some(t.min(m)),
+            (Some(t), None) => Some(t),
+            (None, m) => m,
+        }?;
+        let ms = life.as_millis().min(i64::MAX as u128 / 2) as i64;
+        Some(Deadline {
+            unix_ms: now_unix_ms().saturating_add(ms),
+            boottime_ms: now_boottime_ms().saturating_add(ms as u64),
+            boot_id: self.boot_id.clone(),
+        })
+    }
+
+    /// Journals the intent, applies, journals that it is applied. On failure whatever was
+    /// partially applied is undone and the error returned.
+    pub async fn apply(&self, new: NewFault<E>) -> Result<FaultRecord<E>, EngineError> {
+        if let Some(lease) = &new.lease_id {
+            self.check_lease(lease)?;
+        }
+        let now = now_unix_ms();
+        let mut rec = FaultRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: new.effect.kind(),
+            target: new.target,
+            effect: new.effect,
+            phase: Phase::Intent,
+            owner: new.owner,
+            lease_id: new.lease_id,
+            deadline: self.deadline_for(new.ttl),
+            boot_id: self.boot_id.clone(),
+            daemon_pid: self.me.0,
+            daemon_start_ticks: self.me.1,
+            created_unix_ms: now,
+            applied_unix_ms: 0,
+            ended_unix_ms: 0,
+            end_reason: None,
+            last_error: String::new(),
+            group: new.group,
+        };
+        self.persist(&rec).await?;
+        self.gauge(&rec.kind, 1);
+        match rec.effect.apply().await {
+            Ok(()) => {
+                rec.phase = Phase::Applied;
+                rec.applied_unix_ms = now_unix_ms();
+                if let Err(e) = self.persist(&rec).await {
+                    // Applied but not recorded as such: undo rather than leave it unaccounted.
+                    self.finish(rec, EndReason::ApplyFailed, true).await;
+                    return Err(e);
+                }
+                self.wake.notify_one();
+                tracing::info!(fault = %rec.id, kind = %rec.kind, summary = %rec.effect.summary(), "fault applied");
+                Ok(rec)
+            }
+            Err(e) => {
+                rec.last_error = e.message.clone();
+                tracing::warn!(fault = %rec.id, error = %e, "apply failed; undoing partial state");
+                self.finish(rec, EndReason::ApplyFailed, true).await;
+                Err(EngineError::Effect(e))
+            }
+        }
+    }
+
+    /// Claims a fault for rollback: flips it to Reverting unless someone else already did.
+    /// The flag says whether this process counts it in the active-faults gauge.
+    fn claim(&self, id: &str) -> Option<(FaultRecord<E>, bool)> {
+        let mut faults = lock(&self.faults);
+        let rec = faults.get_mut(id)?;
+        if !matches!(rec.phase, Phase::Intent | Phase::Applied | Phase::Failed) {
+            return None;
+        }
+        let counted = rec.phase != Phase::Failed
+            && (rec.daemon_pid, rec.daemon_start_ticks) == self.me
+            && rec.boot_id == self.boot_id;
+        rec.phase = Phase::Reverting;
+        Some((rec.clone(), counted))
+    }
+
+    async fn undo(&self, rec: &FaultRecord<E>) -> Result<(), String> {
+        let mut last = String::new();
+        for backoff in UNDO_BACKOFF_MS {
+            if backoff > 0 {
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            match rec.effect.revert().await {
+                Ok(()) => match rec.effect.is_reverted().await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => last = "the kernel still shows the fault after the undo".into(),
+                    Err(e) => last = format!("checking the undo: {e}"),
+                },
+                Err(e) => last = e.message,
+            }
+        }
+        Err(last)
+    }
+
+    /// Rolls back a claimed fault and records the outcome.
+    async fn finish(&self, mut rec: FaultRecord<E>, reason: EndReason, counted: bool) -> FaultRecord<E> {
+        rec.phase = Phase::Reverting;
+        if let Err(e) = self.persist(&rec).await {
+            tracing::error!(fault = %rec.id, error = %e, "journaling the rollback start failed; rolling back anyway");
+        }
+        let outcome = self.undo(&rec).await;
+        rec.ended_unix_ms = now_unix_ms();
+        match outcome {
+            Ok(()) => {
+                rec.phase = Phase::Reverted;
+                rec.end_reason = Some(reason);
+                self.metrics
+                    .rollbacks
+                    .get_or_create(&RollbackLabels {
+                        kind: rec.kind.clone(),
+                        reason: reason.as_str().into(),
+                    })
+                    .inc();
+                tracing::info!(fault = %rec.id, kind = %rec.kind, reason = reason.as_str(), "fault rolled back");
+            }
+            Err(msg) => {
+                rec.phase = Phase::Failed;
+                rec.end_reason = Some(reason);
+                rec.last_error = format!(
+                    "rollback failed: {msg}; remove by hand: {}",
+                    rec.effect.manual_cleanup()
+                );
+                self.metrics.rollback_failures.inc();
+                tracing::error!(fault = %rec.id, error = %rec.last_error, "ROLLBACK FAILED");
+            }
+        }
+        if counted {
+            self.gauge(&rec.kind, -1);
+        }
+        if let Err(e) = self.persist(&rec).await {
+            tracing::error!(fault = %rec.id, error = %e, "journaling the rollback outcome failed");
+        }
+        self.maybe_compact().await;
+        rec
+    }
+
+    /// Rolls back one fault now.
+    pub async fn revert(&self, id: &str, reason: EndReason) -> Result<FaultRecord<E>, EngineError> {
+        match self.claim(id) {
+            Some((rec, counted)) => {
+                let rec = self.finish(rec, reason, counted).await;
+                if rec.phase == Phase::Failed {
+                    return Err(EngineError::RollbackFailed {
+                        id: rec.id,
+                        message: rec.last_error,
+                    });
+                }
+                Ok(rec)
+            }
+            // Already ended (or being ended): idempotent.
+            None => self.get(id).ok_or_else(|| EngineError::NotFound(id.into())),
+        }
+    }
+
+    /// Rolls back every active fault of a group; returns how many failed.
+    pub async fn revert_group(&self, group: &str, reason: EndReason) -> Result<usize, EngineError> {
+        let ids: Vec<String> = lock(&self.faults)
+            .values()
+            .filter(|r| r.group == group && r.phase.is_active())
+            .map(|r| r.id.clone())
+            .collect();
+        let mut failed = 0;
+        let mut first_err = None;
+        for id in ids {
+            if let Err(e) = self.revert(&id, reason).await {
+                failed += 1;
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(failed),
+        }
+    }
+
+    /// Active faults of a group, oldest first.
+    pub fn active_in_group(&self, group: &str) -> Vec<FaultRecord<E>> {
+        let mut v: Vec<_> = lock(&self.faults)
+            .values()
+            .filter(|r| r.group == group && r.phase.is_active())
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| r.created_unix_ms);
+        v
+    }
+
+    pub fn get(&self, id: &str) -> Option<FaultRecord<E>> {
+        lock(&self.faults).get(id).cloned()
+    }
+
+    /// Faults, newest first; ended ones only when asked.
+    pub fn list(&self, include_ended: bool) -> Vec<FaultRecord<E>> {
+        let mut v: Vec<_> = lock(&self.faults)
+            .values()
+            .filter(|r| include_ended || r.phase.is_active() || r.phase == Phase::Failed)
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| std::cmp::Reverse(r.created_unix_ms));
+        v
+    }
+
+    /// Rolls back every active fault, concurrently.
+    pub async fn halt_all(&self, reason: EndReason) -> HaltReport<E> {
+        let ids: Vec<String> = lock(&self.faults)
+            .values()
+            .filter(|r| r.phase.is_active())
+            .map(|r| r.id.clone())
+            .collect();
+        let results =
+            futures_util::future::join_all(ids.iter().map(|id| self.revert(id, reason))).await;
+        let mut report = HaltReport {
+            rolled_back: 0,
+            failed: 0,
+            faults: Vec::new(),
+        };
+        for (id, r) in ids.iter().zip(results) {
+            match r {
+                Ok(rec) => {
+                    report.rolled_back += 1;
+                    report.faults.push(rec);
+                }
+                Err(_) => {
+                    report.failed += 1;
+                    if let Some(rec) = self.get(id) {
+                        report.faults.push(rec);
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Start-up reconciliation: ends everything a previous process left applied (see the module
+    /// docs for the policy). Runs before the daemon serves.
+    pub async fn reconcile(&self) -> ReconcileReport {
+        let started = Instant::now();
+        let mut report = ReconcileReport::default();
+        let leftovers: Vec<FaultRecord<E>> = lock(&self.faults)
+            .values()
+            .filter(|r| r.phase.is_active() || r.phase == Phase::Failed)
+            .cloned()
+            .collect();
+        let mut work = Vec::new();
+        for rec in leftovers {
+            let rebooted = rec.boot_id != self.boot_id;
+            if rebooted && rec.effect.scope() != Scope::Host && rec.effect.target_gone() {
+                let mut gone = rec.clone();
+                gone.phase = Phase::Reverted;
+                gone.end_reason = Some(EndReason::Reboot);
+                gone.ended_unix_ms = now_unix_ms();
+                if let Err(e) = self.persist(&gone).await {
+                    tracing::error!(fault = %gone.id, error = %e, "journaling reconciliation failed");
+                }
+                self.metrics
+                    .rollbacks
+                    .get_or_create(&RollbackLabels {
+                        kind: gone.kind.clone(),
+                        reason: "reboot".into(),
+                    })
+                    .inc();
+                report.gone_with_reboot += 1;
+                continue;
+            }
+            let reason = if rebooted {
+                EndReason::Reboot
+            } else {
+                EndReason::Restart
+            };
+            if let Some((claimed, counted)) = self.claim(&rec.id) {
+                work.push((claimed, reason, counted));
+            }
+        }
+        let outcomes = futures_util::future::join_all(
+            work.into_iter().map(|(rec, reason, counted)| self.finish(rec, reason, counted)),
+        )
+        .await;
+        for rec in outcomes {
+            if rec.phase == Phase::Reverted {
+                report.rolled_back += 1;
+            } else {
+                report.failed += 1;
+            }
+        }
+        self.compact().await;
+        report.took = started.elapsed();
+        tracing::info!(rolled_back = report.rolled_back, gone_with_reboot = report.gone_with_reboot,
+            failed = report.failed, took_ms = report.took.as_secs_f64() * 1e3, "journal reconciled");
+        report
+    }
+
+    async fn maybe_compact(&self) {
+        let (len, live) = {
+            let j = lock(&self.journal).len();
+            (j, lock(&self.faults).len())
+        };
+        if len > 1000 && len > 4 * live {
+            self.compact().await;
+        }
+    }
+
+    /// Rewrites the journal with active faults plus the most recent ended ones.
+    pub async fn compact(&self) {
+        let keep: Vec<FaultRecord<E>> = {
+            let mut faults = lock(&self.faults);
+            let mut ended: Vec<_> = faults
+                .values()
+                .filter(|r| r.phase == Phase::Reverted)
+                .map(|r| (r.ended_unix_ms, r.id.clone()))
+                .collect();
+            ended.sort();
+            let drop = ended.len().saturating_sub(KEEP_ENDED);
+            for (_, id) in ended.into_iter().take(drop) {
+                faults.remove(&id);
+            }
+            faults.values().cloned().collect()
+        };
+        let journal = self.journal.clone();
+        let r = tokio::task::spawn_blocking(move || lock(&journal).compact(&keep)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "journal compaction failed"),
+            Err(e) => tracing::error!(error = %e, "journal compaction task failed"),
+        }
+    }
+
+    // ----- leases -----
+
+    pub fn create_lease(&self, name: &str, period: Duration, owner: &str) -> Result<Lease, EngineError> {
+        if period.is_zero() || period > Duration::from_secs(7 * 24 * 3600) {
+            return Err(EngineError::Invalid(
+                "lease period must be between 1 s and 7 days".into(),
+            ));
+        }
+        let lease = Lease::new(name, period, owner);
+        lock(&self.leases).insert(lease.id.clone(), lease.clone());
+        Ok(lease)
+    }
+
+    pub fn renew_lease(&self, id: &str) -> Result<Lease, EngineError> {
+        let mut leases = lock(&self.leases);
+        let l = leases
+            .get_mut(id)
+            .ok_or_else(|| EngineError::LeaseNotFound(id.into()))?;
+        if l.expired {
+            return Err(EngineError::LeaseExpired(id.into()));
+        }
+        l.renew();
+        Ok(l.clone())
+    }
+
+    /// Ends a lease now; its faults are rolled back by the deadline loop.
+    pub fn revoke_lease(&self, id: &str) -> Result<Lease, EngineError> {
+        let mut leases = lock(&self.leases);
+        let l = leases
+            .get_mut(id)
+            .ok_or_else(|| EngineError::LeaseNotFound(id.into()))?;
+        l.expired = true;
+        let out = l.clone();
+        drop(leases);
+        self.wake.notify_one();
+        Ok(out)
+    }
+
+    pub fn lease(&self, id: &str) -> Option<Lease> {
+        lock(&self.leases).get(id).cloned()
+    }
+
+    fn check_lease(&self, id: &str) -> Result<(), EngineError> {
+        match lock(&self.leases).get(id) {
+            None => Err(EngineError::LeaseNotFound(id.into())),
+            Some(l) if l.expired || l.is_overdue(now_boottime_ms()) => {
+                Err(EngineError::LeaseExpired(id.into()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Finds what must end now: expired deadlines, lapsed leases, targets that went away.
+    fn due(&self) -> (Vec<(String, EndReason)>, Duration) {
+        let now = now_boottime_ms();
+        let mut lapsed = Vec::new();
+        {
+            let mut leases = lock(&self.leases);
+            for l in leases.values_mut() {
+                if !l.expired && l.is_overdue(now) {
+                    l.expired = true;
+                    tracing::warn!(lease = %l.id, name = %l.name, "lease lapsed; rolling back its faults");
+                }
+                if l.expired {
+                    lapsed.push(l.id.clone());
+                }
+            }
+        }
+        let mut due = Vec::new();
+        let mut next = TICK;
+        for r in lock(&self.faults).values() {
+            if r.phase != Phase::Applied {
+                continue;
+            }
+            if let Some(d) = &r.deadline {
+                if d.expired(now, &self.boot_id) {
+                    due.push((r.id.clone(), EndReason::Expiry));
+                    continue;
+                }
+                next = next.min(Duration::from_millis(d.remaining_ms(now, &self.boot_id)));
+            }
+            if let Some(l) = &r.lease_id {
+                if lapsed.contains(l) {
+                    due.push((r.id.clone(), EndReason::Lease));
+                    continue;
+                }
+            }
+            if r.effect.scope() == Scope::Process && r.effect.target_gone() {
+                due.push((r.id.clone(), EndReason::TargetGone));
+            }
+        }
+        (due, next)
+    }
+
+    /// Enforces deadlines and leases until `stop` fires.
+    pub async fn run_deadlines(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let (due, next) = self.due();
+            for (id, reason) in due {
+                if let Some((rec, counted)) = self.claim(&id) {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.finish(rec, reason, counted).await;
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(next.max(Duration::from_millis(5))) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
