@@ -10,8 +10,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 
-use crate::config::DaemonConfig;
-use crate::metrics::Metrics;
+use crate::config::{DaemonConfig, RuntimeName};
+use crate::engine::EndReason;
+use crate::fault::FaultEngine;
+use crate::metrics::{Metrics, RuntimeLabels};
+use crate::proto::faultd::v1::{doctor_server::DoctorServer, faults_server::FaultsServer, leases_server::LeasesServer};
+use crate::runtime::{RuntimeConfig, RuntimeKind, Runtimes};
 use crate::proto::pb::chaos_daemon_server::ChaosDaemonServer;
 use crate::server;
 use crate::tls::{self, ReloadingConfig, TlsFiles};
@@ -38,21 +42,38 @@ pub enum DaemonError {
     Reflection(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// State shared by every handler.
 pub struct DaemonState {
     pub config: DaemonConfig,
     pub metrics: Arc<Metrics>,
+    pub engine: Arc<FaultEngine>,
+    pub runtimes: Runtimes,
     ready: AtomicBool,
     ready_detail: Mutex<String>,
 }
 
 impl DaemonState {
-    pub fn new(config: DaemonConfig) -> Self {
+    pub fn new(
+        config: DaemonConfig,
+        metrics: Arc<Metrics>,
+        engine: Arc<FaultEngine>,
+        runtimes: Runtimes,
+    ) -> Self {
         DaemonState {
             config,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            engine,
+            runtimes,
             ready: AtomicBool::new(false),
             ready_detail: Mutex::new("starting: reconciling the journal\n".into()),
         }
@@ -136,7 +157,50 @@ impl Daemon {
             source,
         })?;
 
-        let state = Arc::new(DaemonState::new(config));
+        // The journal lock comes first: a second daemon on the same state dir stops here.
+        let metrics = Arc::new(Metrics::new());
+        let engine = FaultEngine::open(&state_dir, config.max_fault_duration, metrics.clone())?;
+
+        let admin_path = config.admin_socket();
+        let _ = std::fs::remove_file(&admin_path);
+        let admin_listener = tokio::net::UnixListener::bind(&admin_path).map_err(|source| {
+            DaemonError::AdminSocket {
+                path: admin_path.clone(),
+                source,
+            }
+        })?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&admin_path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| DaemonError::AdminSocket {
+                    path: admin_path.clone(),
+                    source,
+                })?;
+        }
+
+        let runtimes = Runtimes::new(RuntimeConfig {
+            runtime: config.runtime.map(|r| match r {
+                RuntimeName::Docker => RuntimeKind::Docker,
+                RuntimeName::Containerd => RuntimeKind::Containerd,
+                RuntimeName::Crio => RuntimeKind::Crio,
+            }),
+            socket: config.runtime_socket_path.clone(),
+            containerd_ns: config.containerd_ns.clone(),
+            ..RuntimeConfig::default()
+        })
+        .await;
+        for d in runtimes.discovered() {
+            metrics
+                .runtimes
+                .get_or_create(&RuntimeLabels {
+                    runtime: d.kind.to_string(),
+                    socket: d.socket.display().to_string(),
+                })
+                .set(1);
+        }
+        tracing::info!(runtimes = %runtimes.describe(), "container runtimes");
+
+        let state = Arc::new(DaemonState::new(config, metrics, engine, runtimes));
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(server::http::serve(
             http_listener,
@@ -160,20 +224,53 @@ impl Daemon {
         let task = tokio::spawn(async move {
             let state = task_state;
             // Start-up reconciliation happens here, before the gRPC port serves.
-            state.set_ready(true, "ready\n".into());
+            let report = state.engine.reconcile().await;
+            tokio::spawn(state.engine.clone().run_deadlines(stop_rx.clone()));
+            state.set_ready(
+                true,
+                format!(
+                    "ready\nreconciled: {} rolled back, {} gone with a reboot, {} failed ({:.1} ms)\nruntimes: {}\n",
+                    report.rolled_back,
+                    report.gone_with_reboot,
+                    report.failed,
+                    report.took.as_secs_f64() * 1e3,
+                    state.runtimes.describe()
+                ),
+            );
             health
                 .set_serving::<ChaosDaemonServer<server::chaos_daemon::ChaosDaemonService>>()
                 .await;
             health.set_service_status("", tonic_health::ServingStatus::Serving).await;
             tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), "faultd serving");
 
+            let faultd = server::faults::FaultdService::new(state.clone());
             let router = Server::builder()
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)
                 .add_service(ChaosDaemonServer::new(
                     server::chaos_daemon::ChaosDaemonService::new(state.clone()),
-                ));
+                ))
+                .add_service(FaultsServer::new(faultd.clone()))
+                .add_service(LeasesServer::new(faultd.clone()))
+                .add_service(DoctorServer::new(faultd.clone()));
+            // Operators on the node: the same faultd.v1 services on a root-only unix socket.
+            let mut admin_stop = stop_rx.clone();
+            let admin = Server::builder()
+                .add_service(FaultsServer::new(faultd.clone()))
+                .add_service(LeasesServer::new(faultd.clone()))
+                .add_service(DoctorServer::new(faultd))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(admin_listener),
+                    async move {
+                        let _ = admin_stop.wait_for(|s| *s).await;
+                    },
+                );
+            tokio::spawn(async move {
+                if let Err(e) = admin.await {
+                    tracing::error!(error = %e, "admin socket server failed");
+                }
+            });
             let mut stop_signal = stop_rx.clone();
             let health_on_stop = health.clone();
             let signal = async move {
@@ -219,6 +316,12 @@ impl Daemon {
                     tracing::warn!(grace_s = grace.as_secs_f64(), "grace period over; stopping with calls in flight");
                 }
             }
+            // A fault never outlives the process that supervises it.
+            let halted = state.engine.halt_all(EndReason::Shutdown).await;
+            if halted.rolled_back + halted.failed > 0 {
+                tracing::info!(rolled_back = halted.rolled_back, failed = halted.failed, "faults rolled back at shutdown");
+            }
+            let _ = std::fs::remove_file(state.config.admin_socket());
             state.set_ready(false, "stopped\n".into());
             Ok(())
         });

@@ -15,3 +15,4 @@ pub mod tc;
 pub mod engine;
 pub mod fault;
 pub mod netfault;
+pub mod doctor;

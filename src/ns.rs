@@ -172,6 +172,46 @@ impl Namespace {
     }
 }
 
+/// Finds a namespace by identity after a restart: through `hint_pid` if that process still lives
+/// in it, else through any process in `/proc` or a bind mount in `/run/netns`. `None` means the
+/// namespace no longer exists (nothing holds it).
+pub fn find(id: NsId, kind: NsKind, hint_pid: Option<u32>) -> Option<Namespace> {
+    let matches = |ns: Namespace| (ns.id() == id).then_some(ns);
+    if let Some(pid) = hint_pid {
+        if let Some(ns) = Namespace::of_pid(pid, kind).ok().and_then(matches) {
+            return Some(ns);
+        }
+    }
+    let from_path = |p: PathBuf| -> Option<Namespace> {
+        let md = std::fs::metadata(&p).ok()?;
+        if md.dev() == id.dev && md.ino() == id.ino {
+            Namespace::open(&p, kind).ok()
+        } else {
+            None
+        }
+    };
+    if kind == NsKind::Net {
+        if let Ok(dir) = std::fs::read_dir("/run/netns") {
+            for e in dir.flatten() {
+                if let Some(ns) = from_path(e.path()) {
+                    return Some(ns);
+                }
+            }
+        }
+    }
+    let procs = std::fs::read_dir("/proc").ok()?;
+    for e in procs.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        if let Some(ns) = from_path(Path::new("/proc").join(pid).join("ns").join(kind.file())) {
+            return Some(ns);
+        }
+    }
+    None
+}
+
 /// Identity of the calling thread's network namespace.
 pub fn current_netns_id() -> Result<NsId, NsError> {
     Namespace::open(Path::new("/proc/thread-self/ns/net"), NsKind::Net).map(|n| n.id())
@@ -192,6 +232,15 @@ mod tests {
             let seen = a.run(|| current_netns_id().unwrap()).unwrap();
             assert_eq!(seen, b);
         }
+    }
+
+    #[test]
+    fn find_locates_a_namespace_by_identity() {
+        let me = Namespace::of_pid(std::process::id(), NsKind::Net).unwrap();
+        let found = find(me.id(), NsKind::Net, None).expect("our own netns is held by us");
+        assert_eq!(found.id(), me.id());
+        let bogus = NsId { dev: me.id().dev, ino: 1 };
+        assert!(find(bogus, NsKind::Net, Some(std::process::id())).is_none());
     }
 
     #[test]

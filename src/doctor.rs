@@ -1,0 +1,182 @@
+//! The node doctor: checks faultd's prerequisites and scans every network namespace on the node
+//! for residue faultd could have left (qdiscs carrying faultd's `faXX:` handles that no active
+//! fault accounts for). With `fix`, faultd's own residue is removed.
+use std::collections::HashSet;
+
+use futures_util::TryStreamExt;
+
+use crate::daemon::DaemonState;
+use crate::engine::Effect;
+use crate::fault::FaultEffect;
+use crate::netfault::is_faultd_handle;
+use crate::ns::{Namespace, NsId, NsKind};
+use crate::tc::qdisc::{self, NetlinkSession};
+
+#[derive(Debug, Clone)]
+pub struct Residue {
+    pub kind: String,
+    pub location: String,
+    pub detail: String,
+    pub removed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub residue: Vec<Residue>,
+    pub checks: Vec<Check>,
+}
+
+fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+    }
+}
+
+/// Every distinct network namespace on the node, with a process (or bind mount) that holds it.
+pub fn network_namespaces() -> Vec<(NsId, Namespace, String)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut consider = |path: std::path::PathBuf, label: String| {
+        if let Ok(ns) = Namespace::open(&path, NsKind::Net) {
+            if seen.insert(ns.id()) {
+                out.push((ns.id(), ns, label));
+            }
+        }
+    };
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            consider(e.path(), format!("netns {}", e.file_name().to_string_lossy()));
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+                continue;
+            };
+            consider(e.path().join("ns/net"), format!("pid {pid}"));
+        }
+    }
+    out
+}
+
+async fn links(session: &NetlinkSession) -> Vec<(u32, String)> {
+    use netlink_packet_route::link::LinkAttribute;
+    let mut out = Vec::new();
+    let mut s = session.handle().link().get().execute();
+    while let Ok(Some(msg)) = s.try_next().await {
+        let name = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        if let Some(n) = name {
+            out.push((msg.header.index, n));
+        }
+    }
+    out
+}
+
+/// Runs every check and the residue scan.
+pub async fn run(state: &DaemonState, fix: bool) -> Report {
+    let mut report = Report::default();
+    let active = state.engine.list(false);
+    report.checks.push(check(
+        "journal",
+        true,
+        format!(
+            "{} active fault(s) in {}",
+            active.len(),
+            state.config.state_dir().display()
+        ),
+    ));
+    let found = state.runtimes.discovered();
+    report.checks.push(check(
+        "container runtime",
+        !found.is_empty(),
+        if found.is_empty() {
+            "no runtime socket answered; container ids are resolved through /proc only".to_string()
+        } else {
+            state.runtimes.describe()
+        },
+    ));
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    report.checks.push(check(
+        "cgroup",
+        true,
+        if v2 { "cgroup v2 (unified)" } else { "cgroup v1 (legacy or hybrid)" },
+    ));
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (module, what) in [("sch_netem", "network delay/loss"), ("sch_tbf", "bandwidth")] {
+        let loaded = std::path::Path::new("/sys/module").join(module).exists();
+        let shipped = std::fs::read_to_string(format!("/lib/modules/{release}/modules.dep"))
+            .map(|d| d.contains(&format!("/{module}.ko")))
+            .unwrap_or(false);
+        let builtin = std::fs::read_to_string(format!("/lib/modules/{release}/modules.builtin"))
+            .map(|d| d.contains(&format!("/{module}.ko")))
+            .unwrap_or(false);
+        report.checks.push(check(
+            module,
+            loaded || shipped || builtin,
+            if loaded || shipped || builtin {
+                format!("available ({what} faults)")
+            } else {
+                format!("not found: {what} faults will fail with FAILED_PRECONDITION")
+            },
+        ));
+    }
+
+    // Residue: faultd qdiscs that no active fault accounts for.
+    let owned: HashSet<(NsId, String)> = active
+        .iter()
+        .map(|r| match &r.effect {
+            FaultEffect::Qdisc(q) => (q.netns.id, q.device.clone()),
+        })
+        .collect();
+    for (id, ns, label) in network_namespaces() {
+        let Ok(session) = NetlinkSession::in_namespace(&ns).await else {
+            continue;
+        };
+        for (idx, name) in links(&session).await {
+            let Ok(qs) = qdisc::dump_qdiscs(session.handle(), idx).await else {
+                continue;
+            };
+            let ours: Vec<_> = qs.iter().filter(|q| is_faultd_handle(q.handle)).collect();
+            if ours.is_empty() || owned.contains(&(id, name.clone())) {
+                continue;
+            }
+            let detail = ours
+                .iter()
+                .map(|q| format!("{} {:x}:", q.kind, q.handle >> 16))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let removed = fix && qdisc::delete_root_qdisc(session.handle(), idx).await.is_ok();
+            report.residue.push(Residue {
+                kind: "qdisc".into(),
+                location: format!("netns {}:{} ({label}) dev {name}", id.dev, id.ino),
+                detail,
+                removed,
+            });
+        }
+    }
+    for r in &active {
+        if r.effect.target_gone() {
+            report.checks.push(check(
+                "fault target",
+                false,
+                format!("fault {} targets a namespace or process that is gone", r.id),
+            ));
+        }
+    }
+    report
+}

@@ -1,0 +1,58 @@
+//! The fault kinds faultd applies, as one type the engine and the journal store. Each variant's
+//! value carries its undo data.
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Effect, EffectError, Engine, Scope};
+use crate::netfault::QdiscFault;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FaultEffect {
+    /// A qdisc tree on a device (netem, tbf).
+    Qdisc(QdiscFault),
+}
+
+/// The engine as the daemon uses it.
+pub type FaultEngine = Engine<FaultEffect>;
+
+impl From<QdiscFault> for FaultEffect {
+    fn from(q: QdiscFault) -> Self {
+        FaultEffect::Qdisc(q)
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $f:ident $(, $arg:expr)*) => {
+        match $self {
+            FaultEffect::Qdisc(x) => x.$f($($arg),*),
+        }
+    };
+}
+
+impl Effect for FaultEffect {
+    fn kind(&self) -> String {
+        dispatch!(self, kind)
+    }
+    fn scope(&self) -> Scope {
+        dispatch!(self, scope)
+    }
+    fn summary(&self) -> String {
+        dispatch!(self, summary)
+    }
+    fn apply(&self) -> BoxFuture<'_, Result<(), EffectError>> {
+        dispatch!(self, apply)
+    }
+    fn revert(&self) -> BoxFuture<'_, Result<(), EffectError>> {
+        dispatch!(self, revert)
+    }
+    fn is_reverted(&self) -> BoxFuture<'_, Result<bool, EffectError>> {
+        dispatch!(self, is_reverted)
+    }
+    fn manual_cleanup(&self) -> String {
+        dispatch!(self, manual_cleanup)
+    }
+    fn target_gone(&self) -> bool {
+        dispatch!(self, target_gone)
+    }
+}
