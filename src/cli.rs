@@ -107,7 +107,10 @@ fn print_dev_banner(daemon: &Daemon, pki: &crate::tls::pki::DevPki) {
         abs(&pki.client.key),
     );
     let addr = daemon.grpc_addr;
-    println!("faultd --dev: serving gRPC (mTLS) on {addr} and HTTP on {}", daemon.http_addr);
+    println!(
+        "faultd --dev: serving gRPC (mTLS) on {addr} and HTTP on {}",
+        daemon.http_addr
+    );
     println!("  throwaway certificates in {}", abs(&pki.dir).display());
     println!("  call it with faultd ctl:");
     println!(

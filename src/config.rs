@@ -295,7 +295,9 @@ mod tests {
         assert!(parse(&["--grpc-port", "70000"]).is_err());
         assert!(parse(&["--runtime", "rkt"]).is_err());
         assert!(parse(&["--log-format", "xml"]).is_err());
-        let d = parse(&["--insecure", "--containerd-ns", "a/b"]).unwrap().daemon;
+        let d = parse(&["--insecure", "--containerd-ns", "a/b"])
+            .unwrap()
+            .daemon;
         assert!(d.validate().is_err());
         let d = parse(&["--insecure", "--grpc-port", "5", "--http-port", "5"])
             .unwrap()

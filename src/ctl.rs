@@ -1,9 +1,13 @@
 //! `faultd ctl`: a client for people on a node or a laptop. It speaks mTLS with the same
-//! certificate flags as the daemon.
+//! certificate flags as the daemon, or uses the node-local admin socket (`--socket`).
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::proto::faultd::v1 as api;
+use crate::proto::pb;
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
@@ -25,14 +29,91 @@ pub struct CtlArgs {
     /// Connect without TLS (daemon started with --insecure).
     #[arg(long)]
     pub insecure: bool,
+    /// Use the daemon's local admin socket instead (e.g. /var/lib/faultd/faultd.sock).
+    #[arg(long, env = "FAULTD_ADMIN_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Ask the daemon's gRPC health service.
+    /// Ask the daemon's gRPC health service (mTLS port only).
     Health,
+    /// List active faults (and ended ones with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one fault.
+    Get { id: String },
+    /// Roll back one fault now.
+    Revoke { id: String },
+    /// Roll back every active fault now.
+    HaltAll {
+        #[arg(long, default_value = "faultd ctl halt-all")]
+        reason: String,
+    },
+    /// Check prerequisites and scan the node for residue (--fix removes faultd's own).
+    Doctor {
+        #[arg(long)]
+        fix: bool,
+    },
+    /// Add network delay (netem) to a device of a container or process.
+    Netem {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Delay, e.g. 100ms.
+        #[arg(long, default_value = "")]
+        delay: String,
+        #[arg(long, default_value = "")]
+        jitter: String,
+        /// Loss in percent.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f32,
+    },
+    /// Limit bandwidth (tbf) of a device of a container or process.
+    Bandwidth {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Rate in tc units, e.g. 1mbit.
+        #[arg(long)]
+        rate: String,
+        /// Bucket size in bytes.
+        #[arg(long, default_value_t = 10000)]
+        buffer: u32,
+        /// Queue size in bytes.
+        #[arg(long, default_value_t = 20000)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Container id with its runtime prefix (containerd://..., docker://..., cri-o://...).
+    #[arg(long, conflicts_with = "pid")]
+    pub container: Option<String>,
+    /// Host PID of a process in the target network namespace.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Network device.
+    #[arg(long, default_value = "eth0")]
+    pub device: String,
+    /// Roll the fault back after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub ttl: Duration,
+    /// Tie the fault to a lease.
+    #[arg(long)]
+    pub lease: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +124,7 @@ pub enum CtlError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--ca, --cert and --key are required unless --insecure")]
+    #[error("--ca, --cert and --key are required unless --insecure or --socket")]
     MissingTls,
     #[error("connecting to {addr}: {source}")]
     Connect {
@@ -51,8 +132,10 @@ pub enum CtlError {
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("{0}")]
+    #[error("{}: {}", .0.code(), .0.message())]
     Rpc(#[from] tonic::Status),
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn read(p: &PathBuf) -> Result<Vec<u8>, CtlError> {
@@ -62,8 +145,31 @@ fn read(p: &PathBuf) -> Result<Vec<u8>, CtlError> {
     })
 }
 
-/// Opens a channel to the daemon (mTLS unless `--insecure`).
+/// Opens a channel over the daemon's local admin socket (no TLS; the socket is root-only).
+pub async fn connect_unix(path: &std::path::Path) -> Result<Channel, CtlError> {
+    let path = path.to_path_buf();
+    let shown = path.display().to_string();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .map_err(|source| CtlError::Connect {
+            addr: shown,
+            source,
+        })
+}
+
+/// Opens a channel to the daemon: the admin socket with `--socket`, else mTLS (or plaintext
+/// with `--insecure`).
 pub async fn connect(args: &CtlArgs) -> Result<Channel, CtlError> {
+    if let Some(sock) = &args.socket {
+        return connect_unix(sock).await;
+    }
     let scheme = if args.insecure { "http" } else { "https" };
     let uri = format!("{scheme}://{}", args.addr);
     let mut ep = Endpoint::from_shared(uri).map_err(|source| CtlError::Connect {
@@ -100,9 +206,107 @@ pub async fn run(args: CtlArgs) -> i32 {
     }
 }
 
+fn when(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    let now = crate::engine::record::now_unix_ms();
+    let d = (ms - now) / 1000;
+    if d >= 0 {
+        format!("in {d}s")
+    } else {
+        format!("{}s ago", -d)
+    }
+}
+
+fn phase_name(p: i32) -> &'static str {
+    match api::Phase::try_from(p).unwrap_or(api::Phase::Unspecified) {
+        api::Phase::Intent => "intent",
+        api::Phase::Applied => "applied",
+        api::Phase::Reverting => "reverting",
+        api::Phase::Reverted => "reverted",
+        api::Phase::Failed => "FAILED",
+        api::Phase::Unspecified => "?",
+    }
+}
+
+fn fault_json(f: &api::Fault) -> serde_json::Value {
+    let t = f.target.clone().unwrap_or_default();
+    serde_json::json!({
+        "id": f.id, "kind": f.kind, "phase": phase_name(f.phase), "owner": f.owner,
+        "lease_id": f.lease_id, "created_unix_ms": f.created_unix_ms,
+        "applied_unix_ms": f.applied_unix_ms, "deadline_unix_ms": f.deadline_unix_ms,
+        "ended_unix_ms": f.ended_unix_ms, "end_reason": f.end_reason, "last_error": f.last_error,
+        "summary": f.summary,
+        "target": {"container_id": t.container_id, "pod_uid": t.pod_uid, "pid": t.pid,
+                   "netns_inode": t.netns_inode, "device": t.device},
+    })
+}
+
+fn print_faults(out: Output, faults: &[api::Fault]) {
+    if out == Output::Json {
+        let v: Vec<_> = faults.iter().map(fault_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<36}  {:<10}  {:<9}  {:<22}  {:<10}  {:<10}  {}",
+        "ID", "KIND", "PHASE", "TARGET", "SINCE", "UNTIL", "SUMMARY"
+    );
+    for f in faults {
+        let t = f.target.clone().unwrap_or_default();
+        let target = if !t.container_id.is_empty() {
+            t.container_id.chars().take(22).collect()
+        } else {
+            format!("pid {} {}", t.pid, t.device)
+        };
+        let until = if f.ended_unix_ms > 0 {
+            format!("ended:{}", f.end_reason)
+        } else {
+            when(f.deadline_unix_ms)
+        };
+        println!(
+            "{:<36}  {:<10}  {:<9}  {:<22}  {:<10}  {:<10}  {}{}",
+            f.id,
+            f.kind,
+            phase_name(f.phase),
+            target,
+            when(f.created_unix_ms),
+            until,
+            f.summary,
+            if f.last_error.is_empty() {
+                String::new()
+            } else {
+                format!("  error: {}", f.last_error)
+            }
+        );
+    }
+}
+
+fn tc_request(t: &TargetArgs, tc: pb::Tc) -> Result<api::ApplyFaultRequest, CtlError> {
+    if t.container.is_none() && t.pid.is_none() {
+        return Err(CtlError::Usage("give --container or --pid".into()));
+    }
+    Ok(api::ApplyFaultRequest {
+        ttl_seconds: t.ttl.as_secs().max(1),
+        lease_id: t.lease.clone().unwrap_or_default(),
+        target_pid: t.pid.unwrap_or(0),
+        fault: Some(api::apply_fault_request::Fault::SetTcs(pb::TcsRequest {
+            tcs: vec![pb::Tc {
+                device: t.device.clone(),
+                ..tc
+            }],
+            container_id: t.container.clone().unwrap_or_default(),
+            enter_ns: true,
+            pod_uid: String::new(),
+        })),
+    })
+}
+
 async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
     let channel = connect(args).await?;
-    match args.command {
+    let mut faults = api::faults_client::FaultsClient::new(channel.clone());
+    match &args.command {
         CtlCommand::Health => {
             let mut c = tonic_health::pb::health_client::HealthClient::new(channel);
             let r = c
@@ -112,6 +316,138 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                 .await?
                 .into_inner();
             println!("{:?}", r.status());
+        }
+        CtlCommand::List { all } => {
+            let r = faults
+                .list_faults(api::ListFaultsRequest {
+                    include_ended: *all,
+                })
+                .await?
+                .into_inner();
+            print_faults(args.output, &r.faults);
+        }
+        CtlCommand::Get { id } => {
+            let f = faults
+                .get_fault(api::GetFaultRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::Revoke { id } => {
+            let f = faults
+                .revoke_fault(api::RevokeFaultRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::HaltAll { reason } => {
+            let r = faults
+                .halt_all(api::HaltAllRequest {
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner();
+            if args.output == Output::Json {
+                let v: Vec<_> = r.faults.iter().map(fault_json).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"rolled_back": r.rolled_back, "failed": r.failed, "faults": v})
+                );
+            } else {
+                println!("rolled back {}, failed {}", r.rolled_back, r.failed);
+                print_faults(args.output, &r.faults);
+            }
+            if r.failed > 0 {
+                return Err(CtlError::Usage(format!(
+                    "{} fault(s) could not be rolled back; see their last_error",
+                    r.failed
+                )));
+            }
+        }
+        CtlCommand::Doctor { fix } => {
+            let mut d = api::doctor_client::DoctorClient::new(channel);
+            let r = d
+                .check(api::DoctorRequest { fix: *fix })
+                .await?
+                .into_inner();
+            if args.output == Output::Json {
+                let checks: Vec<_> = r
+                    .checks
+                    .iter()
+                    .map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail}))
+                    .collect();
+                let residue: Vec<_> = r.residue.iter().map(|x| serde_json::json!({"kind": x.kind, "location": x.location, "detail": x.detail, "removed": x.removed})).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"checks": checks, "residue": residue})
+                );
+            } else {
+                for c in &r.checks {
+                    println!(
+                        "{:<4} {:<18} {}",
+                        if c.ok { "ok" } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    );
+                }
+                if r.residue.is_empty() {
+                    println!("no residue found");
+                }
+                for x in &r.residue {
+                    println!(
+                        "residue {:<6} {} {}{}",
+                        x.kind,
+                        x.location,
+                        x.detail,
+                        if x.removed { " (removed)" } else { "" }
+                    );
+                }
+            }
+        }
+        CtlCommand::Netem {
+            target,
+            delay,
+            jitter,
+            loss,
+        } => {
+            let req = tc_request(
+                target,
+                pb::Tc {
+                    r#type: pb::tc::Type::Netem as i32,
+                    netem: Some(pb::Netem {
+                        time: delay.clone(),
+                        jitter: jitter.clone(),
+                        loss: *loss,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )?;
+            let f = faults.apply_fault(req).await?.into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::Bandwidth {
+            target,
+            rate,
+            buffer,
+            limit,
+        } => {
+            let req = tc_request(
+                target,
+                pb::Tc {
+                    r#type: pb::tc::Type::Bandwidth as i32,
+                    tbf: Some(pb::Tbf {
+                        rate: rate.clone(),
+                        limit: *limit,
+                        buffer: *buffer,
+                        peak_rate: 0,
+                        min_burst: 0,
+                    }),
+                    ..Default::default()
+                },
+            )?;
+            let f = faults.apply_fault(req).await?.into_inner();
+            print_faults(args.output, &[f]);
         }
     }
     Ok(())

@@ -14,9 +14,11 @@ use crate::config::{DaemonConfig, RuntimeName};
 use crate::engine::EndReason;
 use crate::fault::FaultEngine;
 use crate::metrics::{Metrics, RuntimeLabels};
-use crate::proto::faultd::v1::{doctor_server::DoctorServer, faults_server::FaultsServer, leases_server::LeasesServer};
-use crate::runtime::{RuntimeConfig, RuntimeKind, Runtimes};
+use crate::proto::faultd::v1::{
+    doctor_server::DoctorServer, faults_server::FaultsServer, leases_server::LeasesServer,
+};
 use crate::proto::pb::chaos_daemon_server::ChaosDaemonServer;
+use crate::runtime::{RuntimeConfig, RuntimeKind, Runtimes};
 use crate::server;
 use crate::tls::{self, ReloadingConfig, TlsFiles};
 
@@ -148,14 +150,18 @@ impl Daemon {
         let ip = config.listen_address();
         let grpc_listener = bind(SocketAddr::new(ip, config.grpc_port)).await?;
         let http_listener = bind(SocketAddr::new(ip, config.http_port)).await?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|source| DaemonError::Bind {
-            addr: SocketAddr::new(ip, config.grpc_port),
-            source,
-        })?;
-        let http_addr = http_listener.local_addr().map_err(|source| DaemonError::Bind {
-            addr: SocketAddr::new(ip, config.http_port),
-            source,
-        })?;
+        let grpc_addr = grpc_listener
+            .local_addr()
+            .map_err(|source| DaemonError::Bind {
+                addr: SocketAddr::new(ip, config.grpc_port),
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| DaemonError::Bind {
+                addr: SocketAddr::new(ip, config.http_port),
+                source,
+            })?;
 
         // The journal lock comes first: a second daemon on the same state dir stops here.
         let metrics = Arc::new(Metrics::new());
@@ -171,11 +177,12 @@ impl Daemon {
         })?;
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&admin_path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|source| DaemonError::AdminSocket {
+            std::fs::set_permissions(&admin_path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| DaemonError::AdminSocket {
                     path: admin_path.clone(),
                     source,
-                })?;
+                },
+            )?;
         }
 
         let runtimes = Runtimes::new(RuntimeConfig {
@@ -240,7 +247,9 @@ impl Daemon {
             health
                 .set_serving::<ChaosDaemonServer<server::chaos_daemon::ChaosDaemonService>>()
                 .await;
-            health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
             tracing::info!(%grpc_addr, %http_addr, tls = tls.is_some(), "faultd serving");
 
             let faultd = server::faults::FaultdService::new(state.clone());
@@ -276,7 +285,8 @@ impl Daemon {
             let signal = async move {
                 let _ = stop_signal.wait_for(|s| *s).await;
                 health_on_stop
-                    .set_not_serving::<ChaosDaemonServer<server::chaos_daemon::ChaosDaemonService>>()
+                    .set_not_serving::<ChaosDaemonServer<server::chaos_daemon::ChaosDaemonService>>(
+                    )
                     .await;
                 health_on_stop
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -319,7 +329,11 @@ impl Daemon {
             // A fault never outlives the process that supervises it.
             let halted = state.engine.halt_all(EndReason::Shutdown).await;
             if halted.rolled_back + halted.failed > 0 {
-                tracing::info!(rolled_back = halted.rolled_back, failed = halted.failed, "faults rolled back at shutdown");
+                tracing::info!(
+                    rolled_back = halted.rolled_back,
+                    failed = halted.failed,
+                    "faults rolled back at shutdown"
+                );
             }
             let _ = std::fs::remove_file(state.config.admin_socket());
             state.set_ready(false, "stopped\n".into());

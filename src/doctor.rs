@@ -54,13 +54,19 @@ pub fn network_namespaces() -> Vec<(NsId, Namespace, String)> {
     };
     if let Ok(dir) = std::fs::read_dir("/run/netns") {
         for e in dir.flatten() {
-            consider(e.path(), format!("netns {}", e.file_name().to_string_lossy()));
+            consider(
+                e.path(),
+                format!("netns {}", e.file_name().to_string_lossy()),
+            );
         }
     }
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
             let name = e.file_name();
-            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
                 continue;
             };
             consider(e.path().join("ns/net"), format!("pid {pid}"));
@@ -112,12 +118,19 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
     report.checks.push(check(
         "cgroup",
         true,
-        if v2 { "cgroup v2 (unified)" } else { "cgroup v1 (legacy or hybrid)" },
+        if v2 {
+            "cgroup v2 (unified)"
+        } else {
+            "cgroup v1 (legacy or hybrid)"
+        },
     ));
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    for (module, what) in [("sch_netem", "network delay/loss"), ("sch_tbf", "bandwidth")] {
+    for (module, what) in [
+        ("sch_netem", "network delay/loss"),
+        ("sch_tbf", "bandwidth"),
+    ] {
         let loaded = std::path::Path::new("/sys/module").join(module).exists();
         let shipped = std::fs::read_to_string(format!("/lib/modules/{release}/modules.dep"))
             .map(|d| d.contains(&format!("/{module}.ko")))
@@ -160,7 +173,10 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
                 .map(|q| format!("{} {:x}:", q.kind, q.handle >> 16))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let removed = fix && qdisc::delete_root_qdisc(session.handle(), idx).await.is_ok();
+            let removed = fix
+                && qdisc::delete_root_qdisc(session.handle(), idx)
+                    .await
+                    .is_ok();
             report.residue.push(Residue {
                 kind: "qdisc".into(),
                 location: format!("netns {}:{} ({label}) dev {name}", id.dev, id.ino),

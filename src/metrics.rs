@@ -217,7 +217,12 @@ mod tests {
     fn renders_upstream_names() {
         let m = Metrics::new();
         m.observe_rpc("pb.ChaosDaemon", "SetTcs", tonic::Code::Ok, 0.002);
-        m.observe_rpc("pb.ChaosDaemon", "SetTcs", tonic::Code::InvalidArgument, 0.001);
+        m.observe_rpc(
+            "pb.ChaosDaemon",
+            "SetTcs",
+            tonic::Code::InvalidArgument,
+            0.001,
+        );
         let text = m.render();
         assert!(text.contains(
             r#"grpc_server_handled_total{grpc_service="pb.ChaosDaemon",grpc_method="SetTcs",grpc_code="OK"} 1"#

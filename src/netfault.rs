@@ -126,7 +126,9 @@ impl QdiscFault {
         let Some(ns) = self.netns.find() else {
             return Ok(None);
         };
-        let session = NetlinkSession::in_namespace(&ns).await.map_err(effect_err)?;
+        let session = NetlinkSession::in_namespace(&ns)
+            .await
+            .map_err(effect_err)?;
         match qdisc::link_index(session.handle(), &self.device).await {
             Ok(idx) => Ok(Some((session, idx))),
             Err(TcError::LinkNotFound { .. }) => Ok(None),
@@ -163,11 +165,18 @@ impl crate::engine::Effect for QdiscFault {
     fn apply(&self) -> BoxFuture<'_, Result<(), EffectError>> {
         Box::pin(async move {
             let ns = self.netns.find().ok_or_else(|| {
-                EffectError::new(FailureKind::NotFound, "the target network namespace is gone")
+                EffectError::new(
+                    FailureKind::NotFound,
+                    "the target network namespace is gone",
+                )
             })?;
-            let session = NetlinkSession::in_namespace(&ns).await.map_err(effect_err)?;
+            let session = NetlinkSession::in_namespace(&ns)
+                .await
+                .map_err(effect_err)?;
             let h = session.handle();
-            let idx = qdisc::link_index(h, &self.device).await.map_err(effect_err)?;
+            let idx = qdisc::link_index(h, &self.device)
+                .await
+                .map_err(effect_err)?;
             // A root of another kind cannot be replaced in place: delete it, then build the tree.
             qdisc::delete_root_qdisc(h, idx).await.map_err(effect_err)?;
             for q in &self.tree {
@@ -204,9 +213,8 @@ impl crate::engine::Effect for QdiscFault {
                 .await
                 .map_err(effect_err)?;
             Ok(match (&self.prior_root, root) {
-                (Some(p), Some(r)) if !p.is_kernel_default() => {
-                    r.kind == p.kind && r.handle == p.handle && r.options == p.options
-                }
+                // Compared in restorable form: htb's dump carries a packet counter.
+                (Some(p), Some(r)) if !p.is_kernel_default() => r.for_restore() == p.for_restore(),
                 (_, None) => true,
                 (_, Some(r)) => r.is_kernel_default(),
             })
@@ -470,26 +478,53 @@ mod tests {
         assert_eq!(plans.len(), 2);
         assert_eq!(plans[0].device, "eth0");
         let t = &plans[0].tree;
-        assert_eq!((t[0].kind.as_str(), t[0].parent, t[0].handle), ("netem", TC_H_ROOT, 0xFA01_0000));
-        assert_eq!((t[1].kind.as_str(), t[1].parent, t[1].handle), ("tbf", 0xFA01_0000, 0xFA02_0000));
-        assert!(is_faultd_handle(t[1].handle) && !is_faultd_handle(0x1_0000) && !is_faultd_handle(0xFA00_0000));
+        assert_eq!(
+            (t[0].kind.as_str(), t[0].parent, t[0].handle),
+            ("netem", TC_H_ROOT, 0xFA01_0000)
+        );
+        assert_eq!(
+            (t[1].kind.as_str(), t[1].parent, t[1].handle),
+            ("tbf", 0xFA01_0000, 0xFA02_0000)
+        );
+        assert!(
+            is_faultd_handle(t[1].handle)
+                && !is_faultd_handle(0x1_0000)
+                && !is_faultd_handle(0xFA00_0000)
+        );
         assert_eq!(plans[1].device, "eth1");
         assert_eq!(plans[1].tree[0].handle, 0xFA01_0000);
     }
 
     #[test]
     fn bad_devices_and_filters_are_refused() {
-        for bad in ["a/b", "toolongdevicename0", "", "eth0:1", "..", "e th0", "ëth0"] {
+        for bad in [
+            "a/b",
+            "toolongdevicename0",
+            "",
+            "eth0:1",
+            "..",
+            "e th0",
+            "ëth0",
+        ] {
             let mut r = netem("1ms", "x");
             r.device = bad.into();
             if bad.is_empty() {
                 continue; // empty means eth0
             }
-            assert!(matches!(plan(&[r]).unwrap_err().kind(), FailureKind::InvalidArgument), "{bad}");
+            assert!(
+                matches!(plan(&[r]).unwrap_err().kind(), FailureKind::InvalidArgument),
+                "{bad}"
+            );
         }
         let mut r = netem("1ms", "");
         r.ipset = "chaos-set".into();
-        assert_eq!(plan(&[r]).unwrap_err().kind(), FailureKind::FailedPrecondition);
-        assert_eq!(plan(&[netem("-5ms", "")]).unwrap_err().kind(), FailureKind::InvalidArgument);
+        assert_eq!(
+            plan(&[r]).unwrap_err().kind(),
+            FailureKind::FailedPrecondition
+        );
+        assert_eq!(
+            plan(&[netem("-5ms", "")]).unwrap_err().kind(),
+            FailureKind::InvalidArgument
+        );
     }
 }

@@ -158,16 +158,12 @@ impl Namespace {
     fn enter_current_thread(&self) -> Result<(), NsError> {
         if self.kind == NsKind::Mnt {
             // setns(CLONE_NEWNS) is refused in a thread that shares its fs info with others.
-            nix::sched::unshare(CloneFlags::CLONE_FS).map_err(|source| NsError::Setns {
-                kind: "fs",
-                source,
-            })?;
+            nix::sched::unshare(CloneFlags::CLONE_FS)
+                .map_err(|source| NsError::Setns { kind: "fs", source })?;
         }
-        nix::sched::setns(self.file.as_fd(), self.kind.flag()).map_err(|source| {
-            NsError::Setns {
-                kind: self.kind.file(),
-                source,
-            }
+        nix::sched::setns(self.file.as_fd(), self.kind.flag()).map_err(|source| NsError::Setns {
+            kind: self.kind.file(),
+            source,
         })
     }
 }
@@ -202,7 +198,10 @@ pub fn find(id: NsId, kind: NsKind, hint_pid: Option<u32>) -> Option<Namespace> 
     let procs = std::fs::read_dir("/proc").ok()?;
     for e in procs.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         if let Some(ns) = from_path(Path::new("/proc").join(pid).join("ns").join(kind.file())) {
@@ -239,7 +238,10 @@ mod tests {
         let me = Namespace::of_pid(std::process::id(), NsKind::Net).unwrap();
         let found = find(me.id(), NsKind::Net, None).expect("our own netns is held by us");
         assert_eq!(found.id(), me.id());
-        let bogus = NsId { dev: me.id().dev, ino: 1 };
+        let bogus = NsId {
+            dev: me.id().dev,
+            ino: 1,
+        };
         assert!(find(bogus, NsKind::Net, Some(std::process::id())).is_none());
     }
 

@@ -144,8 +144,14 @@ mod tests {
     #[test]
     fn gopsutil_formula_uses_integer_division() {
         // 199 ticks at 100 Hz is 1.99 s: gopsutil truncates to 1 s.
-        assert_eq!(gopsutil_create_time_ms(199, 100, 1_700_000_000), 1_700_000_001_000);
-        assert_eq!(gopsutil_create_time_ms(200, 100, 1_700_000_000), 1_700_000_002_000);
+        assert_eq!(
+            gopsutil_create_time_ms(199, 100, 1_700_000_000),
+            1_700_000_001_000
+        );
+        assert_eq!(
+            gopsutil_create_time_ms(200, 100, 1_700_000_000),
+            1_700_000_002_000
+        );
     }
 
     #[test]
@@ -159,7 +165,10 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().parse().unwrap()))
             .unwrap();
-        assert_eq!(me.start_time_ms, ((ticks / clock_ticks() + btime) * 1000) as i64);
+        assert_eq!(
+            me.start_time_ms,
+            ((ticks / clock_ticks() + btime) * 1000) as i64
+        );
         // A create time lies between boot and now.
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -11,5 +11,28 @@ pub mod faultd {
     }
 }
 
+/// containerd's gRPC API (a subset written for faultd, see `proto/containerd/`), used by
+/// `crate::runtime` to talk to containerd. The module tree mirrors the proto packages so the
+/// generated `super::…` paths between packages resolve.
+pub mod containerd {
+    pub mod v1 {
+        pub mod types {
+            tonic::include_proto!("containerd.v1.types");
+        }
+    }
+    pub mod services {
+        pub mod tasks {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.tasks.v1");
+            }
+        }
+        pub mod containers {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.containers.v1");
+            }
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every faultd proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("faultd_descriptor");

@@ -10,7 +10,9 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 
 /// The name Chaos Mesh's controller expects in the daemon's server certificate.
 pub const CHAOS_DAEMON_SERVER_NAME: &str = "chaos-daemon.chaos-mesh.org";
@@ -156,7 +158,9 @@ impl ClientCertVerifier for NameCheckingVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
         if self.allowed.is_empty() {
             return Ok(ok);
         }
@@ -354,8 +358,8 @@ pub mod pki {
             return Ok(pki);
         }
         let write = |path: &Path, data: &str, mode: u32| -> Result<(), TlsError> {
-            use std::os::unix::fs::OpenOptionsExt;
             use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -401,7 +405,12 @@ mod tests {
     fn names_come_from_cn_and_sans() {
         let ca = pki::Ca::new("t").unwrap();
         let leaf = ca
-            .issue("controller-manager.chaos-mesh.org", &["a.example", "b.example"], false, false)
+            .issue(
+                "controller-manager.chaos-mesh.org",
+                &["a.example", "b.example"],
+                false,
+                false,
+            )
             .unwrap();
         let der = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
             .next()
@@ -409,7 +418,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             certificate_names(&der),
-            vec!["controller-manager.chaos-mesh.org", "a.example", "b.example"]
+            vec![
+                "controller-manager.chaos-mesh.org",
+                "a.example",
+                "b.example"
+            ]
         );
         assert_eq!(
             peer_identity(&[der]).as_deref(),

@@ -284,7 +284,12 @@ impl<E: Effect> Engine<E> {
     }
 
     /// Rolls back a claimed fault and records the outcome.
-    async fn finish(&self, mut rec: FaultRecord<E>, reason: EndReason, counted: bool) -> FaultRecord<E> {
+    async fn finish(
+        &self,
+        mut rec: FaultRecord<E>,
+        reason: EndReason,
+        counted: bool,
+    ) -> FaultRecord<E> {
         rec.phase = Phase::Reverting;
         if let Err(e) = self.persist(&rec).await {
             tracing::error!(fault = %rec.id, error = %e, "journaling the rollback start failed; rolling back anyway");
@@ -457,12 +462,16 @@ impl<E: Effect> Engine<E> {
             } else {
                 EndReason::Restart
             };
-            if let Some((claimed, counted)) = self.claim(&rec.id) {
-                work.push((claimed, reason, counted));
-            }
+            // Leftovers belong to a previous process: claim them whatever their phase (a
+            // rollback it had started, Reverting, is finished here).
+            let mut claimed = rec;
+            claimed.phase = Phase::Reverting;
+            lock(&self.faults).insert(claimed.id.clone(), claimed.clone());
+            work.push((claimed, reason, false));
         }
         let outcomes = futures_util::future::join_all(
-            work.into_iter().map(|(rec, reason, counted)| self.finish(rec, reason, counted)),
+            work.into_iter()
+                .map(|(rec, reason, counted)| self.finish(rec, reason, counted)),
         )
         .await;
         for rec in outcomes {
@@ -474,8 +483,13 @@ impl<E: Effect> Engine<E> {
         }
         self.compact().await;
         report.took = started.elapsed();
-        tracing::info!(rolled_back = report.rolled_back, gone_with_reboot = report.gone_with_reboot,
-            failed = report.failed, took_ms = report.took.as_secs_f64() * 1e3, "journal reconciled");
+        tracing::info!(
+            rolled_back = report.rolled_back,
+            gone_with_reboot = report.gone_with_reboot,
+            failed = report.failed,
+            took_ms = report.took.as_secs_f64() * 1e3,
+            "journal reconciled"
+        );
         report
     }
 
@@ -516,7 +530,12 @@ impl<E: Effect> Engine<E> {
 
     // ----- leases -----
 
-    pub fn create_lease(&self, name: &str, period: Duration, owner: &str) -> Result<Lease, EngineError> {
+    pub fn create_lease(
+        &self,
+        name: &str,
+        period: Duration,
+        owner: &str,
+    ) -> Result<Lease, EngineError> {
         if period.is_zero() || period > Duration::from_secs(7 * 24 * 3600) {
             return Err(EngineError::Invalid(
                 "lease period must be between 1 s and 7 days".into(),

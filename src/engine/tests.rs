@@ -32,7 +32,10 @@ impl Effect for FileEffect {
         Box::pin(async move {
             std::fs::write(&self.path, b"x").map_err(|e| EffectError::internal(e.to_string()))?;
             if self.fail_apply {
-                return Err(EffectError::new(FailureKind::FailedPrecondition, "told to fail"));
+                return Err(EffectError::new(
+                    FailureKind::FailedPrecondition,
+                    "told to fail",
+                ));
             }
             Ok(())
         })
@@ -77,7 +80,8 @@ impl Fixture {
         self.dir.path().join(n)
     }
     fn engine(&self, boot: &str, max: Duration) -> Arc<Engine<FileEffect>> {
-        Engine::open_with_boot_id(&self.state(), max, Arc::new(Metrics::new()), boot.into()).unwrap()
+        Engine::open_with_boot_id(&self.state(), max, Arc::new(Metrics::new()), boot.into())
+            .unwrap()
     }
     fn effect(&self, n: &str) -> FileEffect {
         FileEffect {
@@ -117,7 +121,10 @@ async fn intent_is_journaled_before_apply_and_applied_after() {
     let e = f.engine("b1", Duration::from_secs(3600));
     let rec = e.apply(new_fault(f.effect("m"), None, None)).await.unwrap();
     assert!(f.marker("m").exists());
-    assert_eq!(journal_phases(&f.state(), &rec.id), vec![Phase::Intent, Phase::Applied]);
+    assert_eq!(
+        journal_phases(&f.state(), &rec.id),
+        vec![Phase::Intent, Phase::Applied]
+    );
     // The daemon-wide cap gives every fault a deadline.
     let d = rec.deadline.clone().unwrap();
     assert!((d.unix_ms - rec.created_unix_ms - 3_600_000).abs() < 1000);
@@ -127,10 +134,18 @@ async fn intent_is_journaled_before_apply_and_applied_after() {
     assert!(!f.marker("m").exists());
     assert_eq!(
         journal_phases(&f.state(), &rec.id),
-        vec![Phase::Intent, Phase::Applied, Phase::Reverting, Phase::Reverted]
+        vec![
+            Phase::Intent,
+            Phase::Applied,
+            Phase::Reverting,
+            Phase::Reverted
+        ]
     );
     // Undo is idempotent.
-    assert_eq!(e.revert(&rec.id, EndReason::Request).await.unwrap().phase, Phase::Reverted);
+    assert_eq!(
+        e.revert(&rec.id, EndReason::Request).await.unwrap().phase,
+        Phase::Reverted
+    );
 }
 
 #[tokio::test]
@@ -141,16 +156,29 @@ async fn earliest_deadline_wins_and_expiry_is_enforced_within_a_second() {
     tokio::spawn(e.clone().run_deadlines(stop));
     let t0 = Instant::now();
     // ttl 10 s, cap 0.7 s: the cap wins.
-    let rec = e.apply(new_fault(f.effect("m"), Some(Duration::from_secs(10)), None)).await.unwrap();
+    let rec = e
+        .apply(new_fault(
+            f.effect("m"),
+            Some(Duration::from_secs(10)),
+            None,
+        ))
+        .await
+        .unwrap();
     while f.marker("m").exists() {
         assert!(t0.elapsed() < Duration::from_secs(3), "not expired");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(650) && took < Duration::from_millis(1700), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_millis(1700),
+        "{took:?}"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     let r = e.get(&rec.id).unwrap();
-    assert_eq!((r.phase, r.end_reason), (Phase::Reverted, Some(EndReason::Expiry)));
+    assert_eq!(
+        (r.phase, r.end_reason),
+        (Phase::Reverted, Some(EndReason::Expiry))
+    );
     let _ = stop_tx.send(true);
 }
 
@@ -170,7 +198,10 @@ async fn restart_rolls_back_what_the_previous_process_left() {
     assert_eq!((report.rolled_back, report.failed), (1, 0));
     assert!(!f.marker("m").exists());
     let r = e.get(&id).unwrap();
-    assert_eq!((r.phase, r.end_reason), (Phase::Reverted, Some(EndReason::Restart)));
+    assert_eq!(
+        (r.phase, r.end_reason),
+        (Phase::Reverted, Some(EndReason::Restart))
+    );
     // A second reconcile has nothing to do.
     assert_eq!(e.reconcile().await.rolled_back, 0);
 }
@@ -197,7 +228,10 @@ async fn reboot_records_netns_faults_as_gone_and_undoes_host_faults() {
     let f = Fixture::new();
     let (host_id, ns_id) = {
         let e = f.engine("boot-a", Duration::from_secs(60));
-        let host = e.apply(new_fault(f.effect("host"), None, None)).await.unwrap();
+        let host = e
+            .apply(new_fault(f.effect("host"), None, None))
+            .await
+            .unwrap();
         let mut ns = f.effect("ns");
         ns.scope = Scope::Netns;
         ns.gone = true; // the pod's netns did not survive the reboot
@@ -213,7 +247,10 @@ async fn reboot_records_netns_faults_as_gone_and_undoes_host_faults() {
     assert!(f.marker("ns").exists());
     for id in [&host_id, &ns_id] {
         let r = e.get(id).unwrap();
-        assert_eq!((r.phase, r.end_reason), (Phase::Reverted, Some(EndReason::Reboot)));
+        assert_eq!(
+            (r.phase, r.end_reason),
+            (Phase::Reverted, Some(EndReason::Reboot))
+        );
     }
 }
 
@@ -223,10 +260,20 @@ async fn lapsed_lease_rolls_back_its_faults_and_a_renewed_one_does_not() {
     let e = f.engine("b1", Duration::ZERO);
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(e.clone().run_deadlines(stop));
-    let dying = e.create_lease("dying", Duration::from_millis(400), "t").unwrap();
-    let kept = e.create_lease("kept", Duration::from_millis(400), "t").unwrap();
-    let a = e.apply(new_fault(f.effect("a"), None, Some(dying.id.clone()))).await.unwrap();
-    let b = e.apply(new_fault(f.effect("b"), None, Some(kept.id.clone()))).await.unwrap();
+    let dying = e
+        .create_lease("dying", Duration::from_millis(400), "t")
+        .unwrap();
+    let kept = e
+        .create_lease("kept", Duration::from_millis(400), "t")
+        .unwrap();
+    let a = e
+        .apply(new_fault(f.effect("a"), None, Some(dying.id.clone())))
+        .await
+        .unwrap();
+    let b = e
+        .apply(new_fault(f.effect("b"), None, Some(kept.id.clone())))
+        .await
+        .unwrap();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         e.renew_lease(&kept.id).unwrap();
@@ -235,13 +282,18 @@ async fn lapsed_lease_rolls_back_its_faults_and_a_renewed_one_does_not() {
     assert!(f.marker("b").exists());
     assert_eq!(e.get(&a.id).unwrap().end_reason, Some(EndReason::Lease));
     assert_eq!(e.get(&b.id).unwrap().phase, Phase::Applied);
-    assert!(matches!(e.renew_lease(&dying.id), Err(EngineError::LeaseExpired(_))));
     assert!(matches!(
-        e.apply(new_fault(f.effect("c"), None, Some(dying.id.clone()))).await,
+        e.renew_lease(&dying.id),
         Err(EngineError::LeaseExpired(_))
     ));
     assert!(matches!(
-        e.apply(new_fault(f.effect("c"), None, Some("nope".into()))).await,
+        e.apply(new_fault(f.effect("c"), None, Some(dying.id.clone())))
+            .await,
+        Err(EngineError::LeaseExpired(_))
+    ));
+    assert!(matches!(
+        e.apply(new_fault(f.effect("c"), None, Some("nope".into())))
+            .await,
         Err(EngineError::LeaseNotFound(_))
     ));
     e.revoke_lease(&kept.id).unwrap();
@@ -274,18 +326,31 @@ async fn failed_apply_is_undone_and_failed_rollback_says_what_to_remove() {
     bad.fail_apply = true;
     let err = e.apply(new_fault(bad, None, None)).await.unwrap_err();
     assert_eq!(err.kind(), FailureKind::FailedPrecondition);
-    assert!(!f.marker("partial").exists(), "partial apply must be undone");
+    assert!(
+        !f.marker("partial").exists(),
+        "partial apply must be undone"
+    );
     let r = e.list(true).into_iter().next().unwrap();
-    assert_eq!((r.phase, r.end_reason), (Phase::Reverted, Some(EndReason::ApplyFailed)));
+    assert_eq!(
+        (r.phase, r.end_reason),
+        (Phase::Reverted, Some(EndReason::ApplyFailed))
+    );
 
     let mut sticky = f.effect("sticky");
     sticky.fail_revert = true;
     let rec = e.apply(new_fault(sticky, None, None)).await.unwrap();
     let err = e.revert(&rec.id, EndReason::Request).await.unwrap_err();
-    assert!(err.to_string().contains(&format!("rm {}", f.marker("sticky").display())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("rm {}", f.marker("sticky").display())),
+        "{err}"
+    );
     let r = e.get(&rec.id).unwrap();
     assert_eq!(r.phase, Phase::Failed);
-    assert!(e.metrics.render().contains("faultd_rollback_failures_total 1"));
+    assert!(e
+        .metrics
+        .render()
+        .contains("faultd_rollback_failures_total 1"));
 }
 
 #[tokio::test]
@@ -294,7 +359,10 @@ async fn journal_survives_compaction_and_reopen() {
     {
         let e = f.engine("b1", Duration::ZERO);
         for i in 0..300 {
-            let r = e.apply(new_fault(f.effect(&format!("m{i}")), None, None)).await.unwrap();
+            let r = e
+                .apply(new_fault(f.effect(&format!("m{i}")), None, None))
+                .await
+                .unwrap();
             if i % 3 != 0 {
                 e.revert(&r.id, EndReason::Request).await.unwrap();
             }
@@ -348,6 +416,28 @@ async fn bench_reconcile_10k_records() {
     let opened = t0.elapsed();
     let report = e.reconcile().await;
     let total = t0.elapsed();
-    println!("BENCH reconcile_10k open_ms={:.1} total_ms={:.1} rolled_back={}", opened.as_secs_f64() * 1e3, total.as_secs_f64() * 1e3, report.rolled_back);
+    println!(
+        "BENCH reconcile_10k open_ms={:.1} total_ms={:.1} rolled_back={}",
+        opened.as_secs_f64() * 1e3,
+        total.as_secs_f64() * 1e3,
+        report.rolled_back
+    );
     assert!(total < Duration::from_secs(1), "{total:?}");
+}
+
+#[tokio::test]
+async fn a_rollback_interrupted_by_a_crash_is_finished_on_restart() {
+    let f = Fixture::new();
+    let id = {
+        let e = f.engine("b1", Duration::ZERO);
+        let rec = e.apply(new_fault(f.effect("m"), None, None)).await.unwrap();
+        let mut reverting = rec.clone();
+        reverting.phase = Phase::Reverting;
+        e.persist(&reverting).await.unwrap();
+        rec.id
+    };
+    let e = f.engine("b1", Duration::ZERO);
+    assert_eq!(e.reconcile().await.rolled_back, 1);
+    assert!(!f.marker("m").exists());
+    assert_eq!(e.get(&id).unwrap().end_reason, Some(EndReason::Restart));
 }

@@ -8,12 +8,12 @@ use crate::daemon::DaemonState;
 use crate::engine::FaultRecord;
 use crate::fault::FaultEffect;
 use crate::netfault::{FaultMeta, TcRule, TcRuleKind};
+use crate::proto::pb;
+use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 use crate::tc::netem::NetemArgs;
 use crate::tc::parse::NetemTime;
 use crate::tc::tbf::TbfArgs;
 use std::time::Duration;
-use crate::proto::pb;
-use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 
 const SERVICE: &str = "pb.ChaosDaemon";
 
@@ -45,9 +45,14 @@ type Empty = ();
 impl ChaosDaemon for ChaosDaemonService {
     async fn set_tcs(&self, req: Request<pb::TcsRequest>) -> Result<Response<Empty>, Status> {
         let st = self.state.clone();
-        handle(&self.state, SERVICE, "SetTcs", req, |r| r.container_id.clone(), |ctx, r| async move {
-            set_tcs(&st, &ctx, r, None, 0).await.map(|_| ())
-        })
+        handle(
+            &self.state,
+            SERVICE,
+            "SetTcs",
+            req,
+            |r| r.container_id.clone(),
+            |ctx, r| async move { set_tcs(&st, &ctx, r, None, 0).await.map(|_| ()) },
+        )
         .await
     }
 
@@ -55,28 +60,52 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         req: Request<pb::IpSetsRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "FlushIPSets", "NetworkChaos (ipsets)", |r: &pb::IpSetsRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "FlushIPSets",
+            "NetworkChaos (ipsets)",
+            |r: &pb::IpSetsRequest| r.container_id.clone()
+        )
     }
 
     async fn set_iptables_chains(
         &self,
         req: Request<pb::IptablesChainsRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "SetIptablesChains", "NetworkChaos (partition)", |r: &pb::IptablesChainsRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "SetIptablesChains",
+            "NetworkChaos (partition)",
+            |r: &pb::IptablesChainsRequest| r.container_id.clone()
+        )
     }
 
     async fn set_time_offset(
         &self,
         req: Request<pb::TimeRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "SetTimeOffset", "TimeChaos", |r: &pb::TimeRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "SetTimeOffset",
+            "TimeChaos",
+            |r: &pb::TimeRequest| r.container_id.clone()
+        )
     }
 
     async fn recover_time_offset(
         &self,
         req: Request<pb::TimeRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "RecoverTimeOffset", "TimeChaos", |r: &pb::TimeRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "RecoverTimeOffset",
+            "TimeChaos",
+            |r: &pb::TimeRequest| r.container_id.clone()
+        )
     }
 
     async fn container_kill(
@@ -84,16 +113,29 @@ impl ChaosDaemon for ChaosDaemonService {
         req: Request<pb::ContainerRequest>,
     ) -> Result<Response<Empty>, Status> {
         let st = self.state.clone();
-        handle(&self.state, SERVICE, "ContainerKill", req, |r| r.container_id.clone(), |_, r| async move {
-            let action = r.action.map(|a| a.action()).unwrap_or(pb::container_action::Action::Kill);
-            if action != pb::container_action::Action::Kill {
-                return Err(Status::invalid_argument(format!(
-                    "container action is {}, not KILL",
-                    action.as_str_name()
-                )));
-            }
-            st.runtimes.kill(&r.container_id).await.map_err(status::runtime)
-        })
+        handle(
+            &self.state,
+            SERVICE,
+            "ContainerKill",
+            req,
+            |r| r.container_id.clone(),
+            |_, r| async move {
+                let action = r
+                    .action
+                    .map(|a| a.action())
+                    .unwrap_or(pb::container_action::Action::Kill);
+                if action != pb::container_action::Action::Kill {
+                    return Err(Status::invalid_argument(format!(
+                        "container action is {}, not KILL",
+                        action.as_str_name()
+                    )));
+                }
+                st.runtimes
+                    .kill(&r.container_id)
+                    .await
+                    .map_err(status::runtime)
+            },
+        )
         .await
     }
 
@@ -102,10 +144,21 @@ impl ChaosDaemon for ChaosDaemonService {
         req: Request<pb::ContainerRequest>,
     ) -> Result<Response<pb::ContainerResponse>, Status> {
         let st = self.state.clone();
-        handle(&self.state, SERVICE, "ContainerGetPid", req, |r| r.container_id.clone(), |_, r| async move {
-            let who = st.runtimes.pid(&r.container_id).await.map_err(status::runtime)?;
-            Ok(pb::ContainerResponse { pid: who.pid })
-        })
+        handle(
+            &self.state,
+            SERVICE,
+            "ContainerGetPid",
+            req,
+            |r| r.container_id.clone(),
+            |_, r| async move {
+                let who = st
+                    .runtimes
+                    .pid(&r.container_id)
+                    .await
+                    .map_err(status::runtime)?;
+                Ok(pb::ContainerResponse { pid: who.pid })
+            },
+        )
         .await
     }
 
@@ -113,63 +166,117 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         req: Request<pb::ExecStressRequest>,
     ) -> Result<Response<pb::ExecStressResponse>, Status> {
-        unsupported_rpc!(self, req, "ExecStressors", "StressChaos", |r: &pb::ExecStressRequest| r.target.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "ExecStressors",
+            "StressChaos",
+            |r: &pb::ExecStressRequest| r.target.clone()
+        )
     }
 
     async fn cancel_stressors(
         &self,
         req: Request<pb::CancelStressRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "CancelStressors", "StressChaos", |_: &pb::CancelStressRequest| String::new())
+        unsupported_rpc!(
+            self,
+            req,
+            "CancelStressors",
+            "StressChaos",
+            |_: &pb::CancelStressRequest| String::new()
+        )
     }
 
     async fn apply_io_chaos(
         &self,
         req: Request<pb::ApplyIoChaosRequest>,
     ) -> Result<Response<pb::ApplyIoChaosResponse>, Status> {
-        unsupported_rpc!(self, req, "ApplyIOChaos", "IOChaos", |r: &pb::ApplyIoChaosRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "ApplyIOChaos",
+            "IOChaos",
+            |r: &pb::ApplyIoChaosRequest| r.container_id.clone()
+        )
     }
 
     async fn apply_http_chaos(
         &self,
         req: Request<pb::ApplyHttpChaosRequest>,
     ) -> Result<Response<pb::ApplyHttpChaosResponse>, Status> {
-        unsupported_rpc!(self, req, "ApplyHttpChaos", "HTTPChaos", |r: &pb::ApplyHttpChaosRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "ApplyHttpChaos",
+            "HTTPChaos",
+            |r: &pb::ApplyHttpChaosRequest| r.container_id.clone()
+        )
     }
 
     async fn apply_block_chaos(
         &self,
         req: Request<pb::ApplyBlockChaosRequest>,
     ) -> Result<Response<pb::ApplyBlockChaosResponse>, Status> {
-        unsupported_rpc!(self, req, "ApplyBlockChaos", "BlockChaos", |r: &pb::ApplyBlockChaosRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "ApplyBlockChaos",
+            "BlockChaos",
+            |r: &pb::ApplyBlockChaosRequest| r.container_id.clone()
+        )
     }
 
     async fn recover_block_chaos(
         &self,
         req: Request<pb::RecoverBlockChaosRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "RecoverBlockChaos", "BlockChaos", |_: &pb::RecoverBlockChaosRequest| String::new())
+        unsupported_rpc!(
+            self,
+            req,
+            "RecoverBlockChaos",
+            "BlockChaos",
+            |_: &pb::RecoverBlockChaosRequest| String::new()
+        )
     }
 
     async fn set_dns_server(
         &self,
         req: Request<pb::SetDnsServerRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "SetDNSServer", "DNSChaos", |r: &pb::SetDnsServerRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "SetDNSServer",
+            "DNSChaos",
+            |r: &pb::SetDnsServerRequest| r.container_id.clone()
+        )
     }
 
     async fn install_jvm_rules(
         &self,
         req: Request<pb::InstallJvmRulesRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "InstallJVMRules", "JVMChaos", |r: &pb::InstallJvmRulesRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "InstallJVMRules",
+            "JVMChaos",
+            |r: &pb::InstallJvmRulesRequest| r.container_id.clone()
+        )
     }
 
     async fn uninstall_jvm_rules(
         &self,
         req: Request<pb::UninstallJvmRulesRequest>,
     ) -> Result<Response<Empty>, Status> {
-        unsupported_rpc!(self, req, "UninstallJVMRules", "JVMChaos", |r: &pb::UninstallJvmRulesRequest| r.container_id.clone())
+        unsupported_rpc!(
+            self,
+            req,
+            "UninstallJVMRules",
+            "JVMChaos",
+            |r: &pb::UninstallJvmRulesRequest| r.container_id.clone()
+        )
     }
 }
 

@@ -59,7 +59,10 @@ pub fn fault_to_api(r: &FaultRecord<FaultEffect>) -> api::Fault {
         applied_unix_ms: r.applied_unix_ms,
         deadline_unix_ms: r.deadline.as_ref().map(|d| d.unix_ms).unwrap_or(0),
         ended_unix_ms: r.ended_unix_ms,
-        end_reason: r.end_reason.map(|e| e.as_str().to_string()).unwrap_or_default(),
+        end_reason: r
+            .end_reason
+            .map(|e| e.as_str().to_string())
+            .unwrap_or_default(),
         last_error: r.last_error.clone(),
         summary: r.effect.summary(),
     }
@@ -83,26 +86,51 @@ impl api::faults_server::Faults for FaultdService {
         req: Request<api::ListFaultsRequest>,
     ) -> Result<Response<api::ListFaultsResponse>, Status> {
         let st = self.state.clone();
-        handle(&self.state, FAULTS, "ListFaults", req, |_| String::new(), |_, r| async move {
-            Ok(api::ListFaultsResponse {
-                faults: st.engine.list(r.include_ended).iter().map(fault_to_api).collect(),
-            })
-        })
+        handle(
+            &self.state,
+            FAULTS,
+            "ListFaults",
+            req,
+            |_| String::new(),
+            |_, r| async move {
+                Ok(api::ListFaultsResponse {
+                    faults: st
+                        .engine
+                        .list(r.include_ended)
+                        .iter()
+                        .map(fault_to_api)
+                        .collect(),
+                })
+            },
+        )
         .await
     }
 
-    async fn get_fault(&self, req: Request<api::GetFaultRequest>) -> Result<Response<api::Fault>, Status> {
+    async fn get_fault(
+        &self,
+        req: Request<api::GetFaultRequest>,
+    ) -> Result<Response<api::Fault>, Status> {
         let st = self.state.clone();
-        handle(&self.state, FAULTS, "GetFault", req, |_| String::new(), |_, r| async move {
-            st.engine
-                .get(&r.id)
-                .map(|f| fault_to_api(&f))
-                .ok_or_else(|| Status::not_found(format!("no fault with id {:?}", r.id)))
-        })
+        handle(
+            &self.state,
+            FAULTS,
+            "GetFault",
+            req,
+            |_| String::new(),
+            |_, r| async move {
+                st.engine
+                    .get(&r.id)
+                    .map(|f| fault_to_api(&f))
+                    .ok_or_else(|| Status::not_found(format!("no fault with id {:?}", r.id)))
+            },
+        )
         .await
     }
 
-    async fn apply_fault(&self, req: Request<api::ApplyFaultRequest>) -> Result<Response<api::Fault>, Status> {
+    async fn apply_fault(
+        &self,
+        req: Request<api::ApplyFaultRequest>,
+    ) -> Result<Response<api::Fault>, Status> {
         let st = self.state.clone();
         handle(&self.state, FAULTS, "ApplyFault", req, |r| match &r.fault {
             Some(api::apply_fault_request::Fault::SetTcs(t)) => t.container_id.clone(),
@@ -135,83 +163,160 @@ impl api::faults_server::Faults for FaultdService {
         .await
     }
 
-    async fn revoke_fault(&self, req: Request<api::RevokeFaultRequest>) -> Result<Response<api::Fault>, Status> {
+    async fn revoke_fault(
+        &self,
+        req: Request<api::RevokeFaultRequest>,
+    ) -> Result<Response<api::Fault>, Status> {
         let st = self.state.clone();
-        handle(&self.state, FAULTS, "RevokeFault", req, |_| String::new(), |_, r| async move {
-            st.engine
-                .revert(&r.id, EndReason::Request)
-                .await
-                .map(|f| fault_to_api(&f))
-                .map_err(status::engine)
-        })
+        handle(
+            &self.state,
+            FAULTS,
+            "RevokeFault",
+            req,
+            |_| String::new(),
+            |_, r| async move {
+                st.engine
+                    .revert(&r.id, EndReason::Request)
+                    .await
+                    .map(|f| fault_to_api(&f))
+                    .map_err(status::engine)
+            },
+        )
         .await
     }
 
-    async fn halt_all(&self, req: Request<api::HaltAllRequest>) -> Result<Response<api::HaltAllResponse>, Status> {
+    async fn halt_all(
+        &self,
+        req: Request<api::HaltAllRequest>,
+    ) -> Result<Response<api::HaltAllResponse>, Status> {
         let st = self.state.clone();
-        handle(&self.state, FAULTS, "HaltAll", req, |_| String::new(), |ctx, r| async move {
-            tracing::warn!(peer = %ctx.peer, reason = %r.reason, "HaltAll requested");
-            let report = st.engine.halt_all(EndReason::Halt).await;
-            Ok(api::HaltAllResponse {
-                rolled_back: report.rolled_back as u32,
-                failed: report.failed as u32,
-                faults: report.faults.iter().map(fault_to_api).collect(),
-            })
-        })
+        handle(
+            &self.state,
+            FAULTS,
+            "HaltAll",
+            req,
+            |_| String::new(),
+            |ctx, r| async move {
+                tracing::warn!(peer = %ctx.peer, reason = %r.reason, "HaltAll requested");
+                let report = st.engine.halt_all(EndReason::Halt).await;
+                Ok(api::HaltAllResponse {
+                    rolled_back: report.rolled_back as u32,
+                    failed: report.failed as u32,
+                    faults: report.faults.iter().map(fault_to_api).collect(),
+                })
+            },
+        )
         .await
     }
 }
 
 #[tonic::async_trait]
 impl api::leases_server::Leases for FaultdService {
-    async fn create_lease(&self, req: Request<api::CreateLeaseRequest>) -> Result<Response<api::Lease>, Status> {
+    async fn create_lease(
+        &self,
+        req: Request<api::CreateLeaseRequest>,
+    ) -> Result<Response<api::Lease>, Status> {
         let st = self.state.clone();
-        handle(&self.state, LEASES, "CreateLease", req, |_| String::new(), |ctx, r| async move {
-            st.engine
-                .create_lease(&r.name, Duration::from_secs(r.period_seconds), &ctx.peer)
-                .map(|l| lease_to_api(&l))
-                .map_err(status::engine)
-        })
+        handle(
+            &self.state,
+            LEASES,
+            "CreateLease",
+            req,
+            |_| String::new(),
+            |ctx, r| async move {
+                st.engine
+                    .create_lease(&r.name, Duration::from_secs(r.period_seconds), &ctx.peer)
+                    .map(|l| lease_to_api(&l))
+                    .map_err(status::engine)
+            },
+        )
         .await
     }
 
-    async fn renew_lease(&self, req: Request<api::RenewLeaseRequest>) -> Result<Response<api::Lease>, Status> {
+    async fn renew_lease(
+        &self,
+        req: Request<api::RenewLeaseRequest>,
+    ) -> Result<Response<api::Lease>, Status> {
         let st = self.state.clone();
-        handle(&self.state, LEASES, "RenewLease", req, |_| String::new(), |_, r| async move {
-            st.engine.renew_lease(&r.id).map(|l| lease_to_api(&l)).map_err(status::engine)
-        })
+        handle(
+            &self.state,
+            LEASES,
+            "RenewLease",
+            req,
+            |_| String::new(),
+            |_, r| async move {
+                st.engine
+                    .renew_lease(&r.id)
+                    .map(|l| lease_to_api(&l))
+                    .map_err(status::engine)
+            },
+        )
         .await
     }
 
-    async fn revoke_lease(&self, req: Request<api::RevokeLeaseRequest>) -> Result<Response<api::Lease>, Status> {
+    async fn revoke_lease(
+        &self,
+        req: Request<api::RevokeLeaseRequest>,
+    ) -> Result<Response<api::Lease>, Status> {
         let st = self.state.clone();
-        handle(&self.state, LEASES, "RevokeLease", req, |_| String::new(), |_, r| async move {
-            st.engine.revoke_lease(&r.id).map(|l| lease_to_api(&l)).map_err(status::engine)
-        })
+        handle(
+            &self.state,
+            LEASES,
+            "RevokeLease",
+            req,
+            |_| String::new(),
+            |_, r| async move {
+                st.engine
+                    .revoke_lease(&r.id)
+                    .map(|l| lease_to_api(&l))
+                    .map_err(status::engine)
+            },
+        )
         .await
     }
 }
 
 #[tonic::async_trait]
 impl api::doctor_server::Doctor for FaultdService {
-    async fn check(&self, req: Request<api::DoctorRequest>) -> Result<Response<api::DoctorReport>, Status> {
+    async fn check(
+        &self,
+        req: Request<api::DoctorRequest>,
+    ) -> Result<Response<api::DoctorReport>, Status> {
         let st = self.state.clone();
-        handle(&self.state, DOCTOR, "Check", req, |_| String::new(), |_, r| async move {
-            let report = crate::doctor::run(&st, r.fix).await;
-            st.metrics.residue_detected.set(report.residue.iter().filter(|x| !x.removed).count() as i64);
-            Ok(api::DoctorReport {
-                residue: report
-                    .residue
-                    .into_iter()
-                    .map(|x| api::Residue { kind: x.kind, location: x.location, detail: x.detail, removed: x.removed })
-                    .collect(),
-                checks: report
-                    .checks
-                    .into_iter()
-                    .map(|c| api::Check { name: c.name, ok: c.ok, detail: c.detail })
-                    .collect(),
-            })
-        })
+        handle(
+            &self.state,
+            DOCTOR,
+            "Check",
+            req,
+            |_| String::new(),
+            |_, r| async move {
+                let report = crate::doctor::run(&st, r.fix).await;
+                st.metrics
+                    .residue_detected
+                    .set(report.residue.iter().filter(|x| !x.removed).count() as i64);
+                Ok(api::DoctorReport {
+                    residue: report
+                        .residue
+                        .into_iter()
+                        .map(|x| api::Residue {
+                            kind: x.kind,
+                            location: x.location,
+                            detail: x.detail,
+                            removed: x.removed,
+                        })
+                        .collect(),
+                    checks: report
+                        .checks
+                        .into_iter()
+                        .map(|c| api::Check {
+                            name: c.name,
+                            ok: c.ok,
+                            detail: c.detail,
+                        })
+                        .collect(),
+                })
+            },
+        )
         .await
     }
 }

@@ -50,7 +50,11 @@ fn route(state: &DaemonState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
 }
 
 /// Serves until `stop` turns true.
-pub async fn serve(listener: TcpListener, state: Arc<DaemonState>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<DaemonState>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {

@@ -2,6 +2,8 @@
 //! tonic clients with chosen certificates.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
@@ -54,7 +56,15 @@ impl Pki {
 }
 
 pub fn config(args: &[&str]) -> DaemonConfig {
-    let mut full = vec!["faultd", "--grpc-port", "0", "--http-port", "0", "--listen-address", "127.0.0.1"];
+    let mut full = vec![
+        "faultd",
+        "--grpc-port",
+        "0",
+        "--http-port",
+        "0",
+        "--listen-address",
+        "127.0.0.1",
+    ];
     full.extend_from_slice(args);
     Cli::try_parse_from(full).unwrap().daemon
 }
