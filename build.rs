@@ -13,9 +13,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(&files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // Reflection describes what faultd serves: leave out the containerd client protos.
+    let mut served = fds.clone();
+    served
+        .file
+        .retain(|f| !f.package().starts_with("containerd."));
     std::fs::write(
         out.join("faultd_descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        prost::Message::encode_to_vec(&served),
     )?;
     tonic_prost_build::configure()
         .build_server(true)

@@ -186,7 +186,7 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
         }
     }
     for r in &active {
-        if r.effect.target_gone() {
+        if r.effect.target_gone(&r.ctx()) {
             report.checks.push(check(
                 "fault target",
                 false,

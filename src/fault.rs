@@ -3,7 +3,8 @@
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Effect, EffectError, Engine, Scope};
+use crate::engine::{Effect, EffectCtx, EffectError, Engine, Scope};
+use crate::process::ProcessIdentity;
 use crate::netfault::QdiscFault;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,19 +41,22 @@ impl Effect for FaultEffect {
     fn summary(&self) -> String {
         dispatch!(self, summary)
     }
-    fn apply(&self) -> BoxFuture<'_, Result<(), EffectError>> {
-        dispatch!(self, apply)
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>> {
+        dispatch!(self, apply, ctx)
     }
-    fn revert(&self) -> BoxFuture<'_, Result<(), EffectError>> {
-        dispatch!(self, revert)
+    fn revert<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
+        dispatch!(self, revert, ctx)
     }
-    fn is_reverted(&self) -> BoxFuture<'_, Result<bool, EffectError>> {
-        dispatch!(self, is_reverted)
+    fn is_reverted<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
+        dispatch!(self, is_reverted, ctx)
     }
     fn manual_cleanup(&self) -> String {
         dispatch!(self, manual_cleanup)
     }
-    fn target_gone(&self) -> bool {
-        dispatch!(self, target_gone)
+    fn target_gone(&self, ctx: &EffectCtx) -> bool {
+        dispatch!(self, target_gone, ctx)
     }
 }

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    EffectError, EndReason, Engine, EngineError, FailureKind, FaultRecord, NewFault, Scope,
+    EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultRecord, NewFault, Scope,
     TargetIdentity,
 };
 use crate::ns::{Namespace, NsId, NsKind};
@@ -162,7 +162,10 @@ impl crate::engine::Effect for QdiscFault {
         self.description.clone()
     }
 
-    fn apply(&self) -> BoxFuture<'_, Result<(), EffectError>> {
+    fn apply<'a>(
+        &'a self,
+        _: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>> {
         Box::pin(async move {
             let ns = self.netns.find().ok_or_else(|| {
                 EffectError::new(
@@ -184,11 +187,11 @@ impl crate::engine::Effect for QdiscFault {
                     .await
                     .map_err(effect_err)?;
             }
-            Ok(())
+            Ok(None)
         })
     }
 
-    fn revert(&self) -> BoxFuture<'_, Result<(), EffectError>> {
+    fn revert<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
         Box::pin(async move {
             let Some((session, idx)) = self.session().await? else {
                 return Ok(()); // namespace or device gone: so is the fault
@@ -204,7 +207,7 @@ impl crate::engine::Effect for QdiscFault {
         })
     }
 
-    fn is_reverted(&self) -> BoxFuture<'_, Result<bool, EffectError>> {
+    fn is_reverted<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
         Box::pin(async move {
             let Some((session, idx)) = self.session().await? else {
                 return Ok(true);
@@ -236,7 +239,7 @@ impl crate::engine::Effect for QdiscFault {
         s
     }
 
-    fn target_gone(&self) -> bool {
+    fn target_gone(&self, _: &EffectCtx) -> bool {
         self.netns.find().is_none()
     }
 }

@@ -18,26 +18,137 @@ async fn every_rpc_is_reachable_and_unsupported_ones_say_so() {
     macro_rules! call {
         ($name:literal, $kind:literal, $fut:expr) => {
             let r = $fut.await;
-            seen.push(($name, r.map(|_| ()).map_err(|s| (s.code(), s.message().to_string())), $kind));
+            seen.push((
+                $name,
+                r.map(|_| ())
+                    .map_err(|s| (s.code(), s.message().to_string())),
+                $kind,
+            ));
         };
     }
     let ctr = || "containerd://0123abcd".to_string();
-    call!("SetTcs", "NetworkChaos", c.set_tcs(pb::TcsRequest { container_id: ctr(), ..Default::default() }));
-    call!("FlushIPSets", "NetworkChaos", c.flush_ip_sets(pb::IpSetsRequest { container_id: ctr(), ..Default::default() }));
-    call!("SetIptablesChains", "NetworkChaos", c.set_iptables_chains(pb::IptablesChainsRequest { container_id: ctr(), ..Default::default() }));
-    call!("SetTimeOffset", "TimeChaos", c.set_time_offset(pb::TimeRequest { container_id: ctr(), ..Default::default() }));
-    call!("RecoverTimeOffset", "TimeChaos", c.recover_time_offset(pb::TimeRequest { container_id: ctr(), ..Default::default() }));
-    call!("ContainerKill", "PodChaos", c.container_kill(pb::ContainerRequest { container_id: ctr(), ..Default::default() }));
-    call!("ContainerGetPid", "KernelChaos", c.container_get_pid(pb::ContainerRequest { container_id: ctr(), ..Default::default() }));
-    call!("ExecStressors", "StressChaos", c.exec_stressors(pb::ExecStressRequest { target: ctr(), ..Default::default() }));
-    call!("CancelStressors", "StressChaos", c.cancel_stressors(pb::CancelStressRequest::default()));
-    call!("ApplyIOChaos", "IOChaos", c.apply_io_chaos(pb::ApplyIoChaosRequest { container_id: ctr(), ..Default::default() }));
-    call!("ApplyHttpChaos", "HTTPChaos", c.apply_http_chaos(pb::ApplyHttpChaosRequest { container_id: ctr(), ..Default::default() }));
-    call!("ApplyBlockChaos", "BlockChaos", c.apply_block_chaos(pb::ApplyBlockChaosRequest { container_id: ctr(), ..Default::default() }));
-    call!("RecoverBlockChaos", "BlockChaos", c.recover_block_chaos(pb::RecoverBlockChaosRequest::default()));
-    call!("SetDNSServer", "DNSChaos", c.set_dns_server(pb::SetDnsServerRequest { container_id: ctr(), ..Default::default() }));
-    call!("InstallJVMRules", "JVMChaos", c.install_jvm_rules(pb::InstallJvmRulesRequest { container_id: ctr(), ..Default::default() }));
-    call!("UninstallJVMRules", "JVMChaos", c.uninstall_jvm_rules(pb::UninstallJvmRulesRequest { container_id: ctr(), ..Default::default() }));
+    call!(
+        "SetTcs",
+        "NetworkChaos",
+        c.set_tcs(pb::TcsRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "FlushIPSets",
+        "NetworkChaos",
+        c.flush_ip_sets(pb::IpSetsRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "SetIptablesChains",
+        "NetworkChaos",
+        c.set_iptables_chains(pb::IptablesChainsRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "SetTimeOffset",
+        "TimeChaos",
+        c.set_time_offset(pb::TimeRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "RecoverTimeOffset",
+        "TimeChaos",
+        c.recover_time_offset(pb::TimeRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "ContainerKill",
+        "PodChaos",
+        c.container_kill(pb::ContainerRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "ContainerGetPid",
+        "KernelChaos",
+        c.container_get_pid(pb::ContainerRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "ExecStressors",
+        "StressChaos",
+        c.exec_stressors(pb::ExecStressRequest {
+            target: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "CancelStressors",
+        "StressChaos",
+        c.cancel_stressors(pb::CancelStressRequest::default())
+    );
+    call!(
+        "ApplyIOChaos",
+        "IOChaos",
+        c.apply_io_chaos(pb::ApplyIoChaosRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "ApplyHttpChaos",
+        "HTTPChaos",
+        c.apply_http_chaos(pb::ApplyHttpChaosRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "ApplyBlockChaos",
+        "BlockChaos",
+        c.apply_block_chaos(pb::ApplyBlockChaosRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "RecoverBlockChaos",
+        "BlockChaos",
+        c.recover_block_chaos(pb::RecoverBlockChaosRequest::default())
+    );
+    call!(
+        "SetDNSServer",
+        "DNSChaos",
+        c.set_dns_server(pb::SetDnsServerRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "InstallJVMRules",
+        "JVMChaos",
+        c.install_jvm_rules(pb::InstallJvmRulesRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
+    call!(
+        "UninstallJVMRules",
+        "JVMChaos",
+        c.uninstall_jvm_rules(pb::UninstallJvmRulesRequest {
+            container_id: ctr(),
+            ..Default::default()
+        })
+    );
     assert_eq!(seen.len(), 16);
 
     for (rpc, result, kind) in &seen {
@@ -45,14 +156,26 @@ async fn every_rpc_is_reachable_and_unsupported_ones_say_so() {
             // Implemented RPCs reach their handler; with this fake id they must fail cleanly
             // with a status that is not UNIMPLEMENTED and not a fake OK.
             Err((Code::Unimplemented, msg)) => {
-                assert!(msg.contains(kind) && msg.contains("not supported by faultd"), "{rpc}: {msg}");
+                assert!(
+                    msg.contains(kind) && msg.contains("not supported by faultd"),
+                    "{rpc}: {msg}"
+                );
             }
             Err((code, msg)) => {
-                assert!(!matches!(code, Code::Unknown | Code::Internal), "{rpc}: {code:?} {msg}");
+                assert!(
+                    !matches!(code, Code::Unknown | Code::Internal),
+                    "{rpc}: {code:?} {msg}"
+                );
             }
             Ok(()) => {
                 // Only idempotent recover paths may answer OK for a request that names nothing.
-                assert!(matches!(*rpc, "CancelStressors" | "SetTcs" | "FlushIPSets" | "SetIptablesChains"), "{rpc} answered OK");
+                assert!(
+                    matches!(
+                        *rpc,
+                        "CancelStressors" | "SetTcs" | "FlushIPSets" | "SetIptablesChains"
+                    ),
+                    "{rpc} answered OK"
+                );
             }
         }
     }
@@ -60,7 +183,10 @@ async fn every_rpc_is_reachable_and_unsupported_ones_say_so() {
     let (code, metrics) = http_get(d.http_addr, "/metrics").await;
     assert_eq!(code, 200);
     assert!(metrics.contains(r#"grpc_server_handled_total{grpc_service="pb.ChaosDaemon",grpc_method="SetTimeOffset",grpc_code="Unimplemented"} 1"#), "{metrics}");
-    assert!(metrics.contains("chaos_daemon_grpc_server_handling_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("chaos_daemon_grpc_server_handling_seconds_bucket"),
+        "{metrics}"
+    );
     d.shutdown();
     d.wait().await.unwrap();
 }
@@ -76,11 +202,17 @@ async fn health_reflection_and_http_endpoints() {
     let mut h = HealthClient::new(ch.clone());
     for service in ["", "pb.ChaosDaemon"] {
         let r = h
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service}");
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service}"
+        );
     }
 
     // Reflection v1: list services and resolve pb.ChaosDaemon with its imports.
@@ -91,18 +223,38 @@ async fn health_reflection_and_http_endpoints() {
         use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut r = ServerReflectionClient::new(ch.clone());
         let reqs = vec![
-            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
-            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("pb.ChaosDaemon".into())) },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(
+                    "pb.ChaosDaemon".into(),
+                )),
+            },
         ];
-        let mut stream = r.server_reflection_info(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+        let mut stream = r
+            .server_reflection_info(tokio_stream::iter(reqs))
+            .await
+            .unwrap()
+            .into_inner();
         let first = stream.message().await.unwrap().unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else { panic!("{first:?}") };
+        let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+            panic!("{first:?}")
+        };
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-        for want in ["pb.ChaosDaemon", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+        for want in [
+            "pb.ChaosDaemon",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+        ] {
             assert!(names.contains(&want), "{names:?}");
         }
         let second = stream.message().await.unwrap().unwrap();
-        let Some(MessageResponse::FileDescriptorResponse(fd)) = second.message_response else { panic!("{second:?}") };
+        let Some(MessageResponse::FileDescriptorResponse(fd)) = second.message_response else {
+            panic!("{second:?}")
+        };
         assert!(!fd.file_descriptor_proto.is_empty());
     }
     // Reflection v1alpha (older grpcurl).
@@ -112,10 +264,19 @@ async fn health_reflection_and_http_endpoints() {
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
         use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let mut r = ServerReflectionClient::new(ch.clone());
-        let reqs = vec![ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) }];
-        let mut stream = r.server_reflection_info(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+        let reqs = vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }];
+        let mut stream = r
+            .server_reflection_info(tokio_stream::iter(reqs))
+            .await
+            .unwrap()
+            .into_inner();
         let first = stream.message().await.unwrap().unwrap();
-        let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else { panic!() };
+        let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+            panic!()
+        };
         assert!(list.service.iter().any(|s| s.name == "pb.ChaosDaemon"));
     }
 
@@ -137,16 +298,23 @@ async fn health_reflection_and_http_endpoints() {
 async fn plaintext_only_when_asked_for() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let state = tempfile::tempdir().unwrap();
-    let d = faultd::daemon::Daemon::start(config(&["--insecure", "--state-dir", state.path().to_str().unwrap()]))
-        .await
-        .unwrap();
+    let d = faultd::daemon::Daemon::start(config(&[
+        "--insecure",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ]))
+    .await
+    .unwrap();
     let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", d.grpc_addr))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let mut c = ChaosDaemonClient::new(ch);
-    let e = c.set_time_offset(pb::TimeRequest::default()).await.unwrap_err();
+    let e = c
+        .set_time_offset(pb::TimeRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     d.shutdown();
     d.wait().await.unwrap();
@@ -159,17 +327,28 @@ fn bad_flags_exit_64_with_one_line() {
         vec!["--grpc-port", "notaport"],
         vec!["--runtime", "rkt"],
         vec!["--no-such-flag"],
-        vec![],                                   // no TLS material and no --insecure
-        vec!["--ca", "/x", "--cert", "/y"],       // incomplete TLS material
+        vec![],                             // no TLS material and no --insecure
+        vec!["--ca", "/x", "--cert", "/y"], // incomplete TLS material
         vec!["--insecure", "--log-format", "xml"],
     ] {
-        let out = std::process::Command::new(bin).args(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("faultd: "), "{err}");
     }
-    let out = std::process::Command::new(bin).arg("--version").output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }

@@ -5,6 +5,8 @@ use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::process::ProcessIdentity;
+
 /// Where a fault's state lives, which decides what a reboot does to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +49,15 @@ impl EffectError {
     }
 }
 
+/// What the engine tells a fault kind about the record it belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct EffectCtx {
+    /// The fault's id (stable across restarts: processes can carry it to be found again).
+    pub fault_id: String,
+    /// The process [`Effect::apply`] started, if any (stressor workers).
+    pub instance: Option<ProcessIdentity>,
+}
+
 /// A fault kind. The value carries everything needed to undo the fault exactly, including the
 /// prior state captured before applying; it is what the journal stores.
 pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
@@ -55,16 +66,20 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn scope(&self) -> Scope;
     /// A readable one-line description.
     fn summary(&self) -> String;
-    /// Makes the fault real. On error, whatever was partially applied must be undone by
+    /// Makes the fault real; returns the process it started, if any (recorded as the fault's
+    /// instance). On error, whatever was partially applied must be undone by
     /// [`Effect::revert`], which the engine calls next.
-    fn apply(&self) -> BoxFuture<'_, Result<(), EffectError>>;
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>>;
     /// Undoes the fault. Undoing something already gone is success.
-    fn revert(&self) -> BoxFuture<'_, Result<(), EffectError>>;
+    fn revert<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>>;
     /// Re-reads the kernel: true when no trace of the fault remains.
-    fn is_reverted(&self) -> BoxFuture<'_, Result<bool, EffectError>>;
+    fn is_reverted<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>>;
     /// What an operator must remove by hand if every automatic undo failed.
     fn manual_cleanup(&self) -> String;
     /// Whether the fault's state is known to be gone (its namespace or process no longer
     /// exists), without touching anything.
-    fn target_gone(&self) -> bool;
+    fn target_gone(&self, ctx: &EffectCtx) -> bool;
 }

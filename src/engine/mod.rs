@@ -13,7 +13,7 @@ mod effect;
 mod lease;
 pub mod record;
 
-pub use effect::{Effect, EffectError, FailureKind, Scope};
+pub use effect::{Effect, EffectCtx, EffectError, FailureKind, Scope};
 pub use lease::Lease;
 pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};
 
@@ -224,12 +224,15 @@ impl<E: Effect> Engine<E> {
             ended_unix_ms: 0,
             end_reason: None,
             last_error: String::new(),
+            instance: None,
             group: new.group,
         };
         self.persist(&rec).await?;
         self.gauge(&rec.kind, 1);
-        match rec.effect.apply().await {
-            Ok(()) => {
+        let ctx = rec.ctx();
+        match rec.effect.apply(&ctx).await {
+            Ok(instance) => {
+                rec.instance = instance;
                 rec.phase = Phase::Applied;
                 rec.applied_unix_ms = now_unix_ms();
                 if let Err(e) = self.persist(&rec).await {
@@ -267,12 +270,13 @@ impl<E: Effect> Engine<E> {
 
     async fn undo(&self, rec: &FaultRecord<E>) -> Result<(), String> {
         let mut last = String::new();
+        let ctx = rec.ctx();
         for backoff in UNDO_BACKOFF_MS {
             if backoff > 0 {
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
-            match rec.effect.revert().await {
-                Ok(()) => match rec.effect.is_reverted().await {
+            match rec.effect.revert(&ctx).await {
+                Ok(()) => match rec.effect.is_reverted(&ctx).await {
                     Ok(true) => return Ok(()),
                     Ok(false) => last = "the kernel still shows the fault after the undo".into(),
                     Err(e) => last = format!("checking the undo: {e}"),
@@ -439,7 +443,7 @@ impl<E: Effect> Engine<E> {
         let mut work = Vec::new();
         for rec in leftovers {
             let rebooted = rec.boot_id != self.boot_id;
-            if rebooted && rec.effect.scope() != Scope::Host && rec.effect.target_gone() {
+            if rebooted && rec.effect.scope() != Scope::Host && rec.effect.target_gone(&rec.ctx()) {
                 let mut gone = rec.clone();
                 gone.phase = Phase::Reverted;
                 gone.end_reason = Some(EndReason::Reboot);
@@ -620,7 +624,7 @@ impl<E: Effect> Engine<E> {
                     continue;
                 }
             }
-            if r.effect.scope() == Scope::Process && r.effect.target_gone() {
+            if r.effect.scope() == Scope::Process && r.effect.target_gone(&r.ctx()) {
                 due.push((r.id.clone(), EndReason::TargetGone));
             }
         }

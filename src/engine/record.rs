@@ -137,10 +137,23 @@ pub struct FaultRecord<E> {
     pub end_reason: Option<EndReason>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub last_error: String,
+    /// The process the fault started (stressor worker), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<crate::process::ProcessIdentity>,
     /// Free-form grouping key: faults with the same key replace each other (SetTcs on one
     /// netns and device, for example).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group: String,
+}
+
+impl<E> FaultRecord<E> {
+    /// What the fault's effect is told about its record.
+    pub fn ctx(&self) -> super::EffectCtx {
+        super::EffectCtx {
+            fault_id: self.id.clone(),
+            instance: self.instance,
+        }
+    }
 }
 
 /// Current time in milliseconds since the epoch.

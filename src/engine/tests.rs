@@ -28,7 +28,10 @@ impl Effect for FileEffect {
     fn summary(&self) -> String {
         format!("marker {}", self.path.display())
     }
-    fn apply(&self) -> BoxFuture<'_, Result<(), EffectError>> {
+    fn apply<'a>(
+        &'a self,
+        _: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Option<crate::process::ProcessIdentity>, EffectError>> {
         Box::pin(async move {
             std::fs::write(&self.path, b"x").map_err(|e| EffectError::internal(e.to_string()))?;
             if self.fail_apply {
@@ -37,10 +40,10 @@ impl Effect for FileEffect {
                     "told to fail",
                 ));
             }
-            Ok(())
+            Ok(None)
         })
     }
-    fn revert(&self) -> BoxFuture<'_, Result<(), EffectError>> {
+    fn revert<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
         Box::pin(async move {
             if self.fail_revert {
                 return Err(EffectError::internal("cannot remove"));
@@ -52,13 +55,13 @@ impl Effect for FileEffect {
             }
         })
     }
-    fn is_reverted(&self) -> BoxFuture<'_, Result<bool, EffectError>> {
+    fn is_reverted<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
         Box::pin(async move { Ok(!self.path.exists()) })
     }
     fn manual_cleanup(&self) -> String {
         format!("rm {}", self.path.display())
     }
-    fn target_gone(&self) -> bool {
+    fn target_gone(&self, _: &EffectCtx) -> bool {
         self.gone
     }
 }
@@ -403,6 +406,7 @@ async fn bench_reconcile_10k_records() {
                 ended_unix_ms: 0,
                 end_reason: None,
                 last_error: String::new(),
+                instance: None,
                 group: String::new(),
             };
             recs.push(r.clone());
