@@ -244,8 +244,15 @@ async fn health_reflection_and_http_endpoints() {
             panic!("{first:?}")
         };
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("containerd.")),
+            "client-only protos listed: {names:?}"
+        );
         for want in [
             "pb.ChaosDaemon",
+            "faultd.v1.Faults",
+            "faultd.v1.Leases",
+            "faultd.v1.Doctor",
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
         ] {
