@@ -415,8 +415,8 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                 pb::Tc {
                     r#type: pb::tc::Type::Netem as i32,
                     netem: Some(pb::Netem {
-                        time: delay.clone(),
-                        jitter: jitter.clone(),
+                        time: delay.as_str().into(),
+                        jitter: jitter.as_str().into(),
                         loss: *loss,
                         ..Default::default()
                     }),

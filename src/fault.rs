@@ -4,8 +4,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Effect, EffectCtx, EffectError, Engine, Scope};
-use crate::process::ProcessIdentity;
 use crate::netfault::QdiscFault;
+use crate::process::ProcessIdentity;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

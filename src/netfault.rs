@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultRecord, NewFault, Scope,
-    TargetIdentity,
+    EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultRecord, NewFault,
+    Scope, TargetIdentity,
 };
 use crate::ns::{Namespace, NsId, NsKind};
 use crate::process::ProcessIdentity;

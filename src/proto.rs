@@ -3,6 +3,8 @@
 
 pub mod pb {
     tonic::include_proto!("pb");
+    /// Hand-written so both wire encodings of `time`/`jitter` decode (see `server::compat`).
+    pub use crate::server::compat::Netem;
 }
 
 pub mod faultd {

@@ -11,7 +11,6 @@ use crate::netfault::{FaultMeta, TcRule, TcRuleKind};
 use crate::proto::pb;
 use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 use crate::tc::netem::NetemArgs;
-use crate::tc::parse::NetemTime;
 use crate::tc::tbf::TbfArgs;
 use std::time::Duration;
 
@@ -280,11 +279,6 @@ impl ChaosDaemon for ChaosDaemonService {
     }
 }
 
-fn netem_time(field: &str, v: &str) -> NetemTime {
-    let _ = field;
-    NetemTime::Text(v.to_string())
-}
-
 /// Decodes `pb.Tc` rules into the domain's form.
 fn tc_rules(tcs: &[pb::Tc]) -> Result<Vec<TcRule>, Status> {
     tcs.iter()
@@ -296,8 +290,8 @@ fn tc_rules(tcs: &[pb::Tc]) -> Result<Vec<TcRule>, Status> {
                         status::invalid(format!("tcs[{i}]: type NETEM without a netem body"))
                     })?;
                     TcRuleKind::Netem(NetemArgs {
-                        time: netem_time("time", &n.time),
-                        jitter: netem_time("jitter", &n.jitter),
+                        time: n.time.clone(),
+                        jitter: n.jitter.clone(),
                         delay_corr: n.delay_corr,
                         limit: n.limit,
                         loss: n.loss,

@@ -2,6 +2,7 @@
 //! `tonic::Status`: adapters decode and validate requests, call domain modules, and map domain
 //! errors to gRPC codes in [`status`].
 pub mod chaos_daemon;
+pub mod compat;
 pub mod faults;
 pub mod http;
 pub mod listener;

@@ -288,6 +288,18 @@ pub enum NetemTime {
     Micros(u32),
 }
 
+impl From<&str> for NetemTime {
+    fn from(s: &str) -> Self {
+        NetemTime::Text(s.to_string())
+    }
+}
+
+impl From<String> for NetemTime {
+    fn from(s: String) -> Self {
+        NetemTime::Text(s)
+    }
+}
+
 impl Default for NetemTime {
     fn default() -> Self {
         NetemTime::Text(String::new())
