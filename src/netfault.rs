@@ -217,7 +217,13 @@ impl crate::engine::Effect for QdiscFault {
                 .map_err(effect_err)?;
             Ok(match (&self.prior_root, root) {
                 // Compared in restorable form: htb's dump carries a packet counter.
-                (Some(p), Some(r)) if !p.is_kernel_default() => r.for_restore() == p.for_restore(),
+                (Some(p), Some(r)) if !p.is_kernel_default() => {
+                    let same = r.for_restore() == p.for_restore();
+                    if !same {
+                        tracing::warn!(device = %self.device, prior = ?p, now = ?r, "root qdisc differs from the recorded prior state");
+                    }
+                    same
+                }
                 (_, None) => true,
                 (_, Some(r)) => r.is_kernel_default(),
             })

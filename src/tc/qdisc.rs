@@ -157,6 +157,9 @@ impl Qdisc {
 }
 
 const TCA_HTB_INIT: u16 = 2;
+const TCA_FQ_CODEL_TARGET: u16 = 1;
+const TCA_FQ_CODEL_INTERVAL: u16 = 3;
+const TCA_FQ_CODEL_CE_THRESHOLD: u16 = 7;
 
 /// Dumped `TCA_OPTIONS` turned into what the kernel accepts when creating the qdisc again.
 ///
@@ -167,6 +170,21 @@ const TCA_HTB_INIT: u16 = 2;
 /// as is (tbf verified live, see `live_tests`).
 pub fn restorable_options(kind: &str, options: &[u8]) -> Vec<u8> {
     let mut out = options.to_vec();
+    if kind == "fq_codel" {
+        // Times are kept in codel units (1024 ns) and dumped as floor(units * 1024 / 1000) µs;
+        // sending that value back would store one unit less each round trip. Dumped value + 1
+        // maps back to exactly the same internal value (see the test below).
+        for (t, range) in super::nla::attrs(options) {
+            if matches!(
+                t,
+                TCA_FQ_CODEL_TARGET | TCA_FQ_CODEL_INTERVAL | TCA_FQ_CODEL_CE_THRESHOLD
+            ) && range.len() == 4
+            {
+                let v = u32::from_ne_bytes(out[range.clone()].try_into().expect("4 bytes"));
+                out[range].copy_from_slice(&v.saturating_add(1).to_ne_bytes());
+            }
+        }
+    }
     if kind == "htb" {
         for (t, range) in super::nla::attrs(options) {
             // struct tc_htb_glob { version, rate2quantum, defcls, debug, direct_pkts }
@@ -495,6 +513,34 @@ mod hex_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel's codel time conversion: µs in → units of 1024 ns → µs out.
+    fn codel_store(us: u32) -> u64 {
+        (u64::from(us) * 1000) >> 10
+    }
+    fn codel_dump(units: u64) -> u32 {
+        ((units << 10) / 1000) as u32
+    }
+
+    #[test]
+    fn fq_codel_times_survive_a_restore_round_trip() {
+        for us in [
+            1u32, 999, 1000, 2999, 3000, 5000, 100_000, 123_457, 10_000_000,
+        ] {
+            let stored = codel_store(us);
+            let dumped = codel_dump(stored);
+            let mut opts = Vec::new();
+            crate::tc::nla::put_u32(&mut opts, TCA_FQ_CODEL_TARGET, dumped);
+            crate::tc::nla::put_u32(&mut opts, 2, 10240);
+            crate::tc::nla::put_u32(&mut opts, TCA_FQ_CODEL_INTERVAL, dumped);
+            let sent = restorable_options("fq_codel", &opts);
+            let attrs = crate::tc::nla::attrs(&sent);
+            let v = |i: usize| u32::from_ne_bytes(sent[attrs[i].1.clone()].try_into().unwrap());
+            assert_eq!(codel_store(v(0)), stored, "target {us} µs");
+            assert_eq!(v(1), 10240, "limit untouched");
+            assert_eq!(codel_store(v(2)), stored, "interval {us} µs");
+        }
+    }
 
     fn parse(bytes: &[u8]) -> TcMessage {
         let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).unwrap();

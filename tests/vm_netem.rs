@@ -1,0 +1,333 @@
+//! VM tier (run by `tests/run-all.sh` inside a qemu guest with a stock Debian kernel, which has
+//! sch_netem and sch_fq_codel): netem faults measured on real traffic, exact restore of the
+//! prior root qdisc, and crash recovery. Every test is `#[ignore]`d so the host tiers skip them.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::host::*;
+use faultd::ns::{Namespace, NsKind};
+use faultd::proto::faultd::v1 as api;
+use faultd::proto::pb;
+
+/// A netns with its veth end `d0` at 10.250.N.2 and the host end at 10.250.N.1, plus an echo
+/// server on port 7777 inside the netns.
+struct Link {
+    ns: Netns,
+    peer: SocketAddr,
+}
+
+fn link(tag: &str, n: u8) -> Link {
+    let ns = Netns::new(tag);
+    let host_addr = format!("10.250.{n}.1/24");
+    let ns_addr = format!("10.250.{n}.2/24");
+    let out = std::process::Command::new("ip")
+        .args(["addr", "add", &host_addr, "dev", &ns.host_if])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ns.ip(&["addr", "add", &ns_addr, "dev", "d0"]);
+    let peer: SocketAddr = format!("10.250.{n}.2:7777").parse().unwrap();
+    // A socket keeps the namespace it was created in: bind inside, serve from a normal thread.
+    let netns = Namespace::open(
+        std::path::Path::new(&format!("/run/netns/{}", ns.name)),
+        NsKind::Net,
+    )
+    .unwrap();
+    let listener = netns.run(move || TcpListener::bind(peer)).unwrap().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let _ = c.set_nodelay(true);
+                let mut cmd = [0u8; 1];
+                while c.read_exact(&mut cmd).is_ok() {
+                    match cmd[0] {
+                        // ping: echo one byte
+                        b'p' => {
+                            if c.write_all(b"p").is_err() {
+                                return;
+                            }
+                        }
+                        // bulk: send 1 MiB
+                        b'b' => {
+                            let buf = vec![7u8; 1 << 20];
+                            if c.write_all(&buf).is_err() {
+                                return;
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    Link { ns, peer }
+}
+
+fn connect(peer: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let c = TcpStream::connect_timeout(&peer, timeout)?;
+    c.set_nodelay(true)?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(c)
+}
+
+/// Round-trip times in ms of `n` one-byte pings on one connection.
+fn rtts(peer: SocketAddr, n: usize) -> Vec<f64> {
+    let mut c = connect(peer, Duration::from_secs(5)).unwrap();
+    let mut b = [0u8; 1];
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            c.write_all(b"p").unwrap();
+            c.read_exact(&mut b).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn netem(dev: &str, pid: u32, n: pb::Netem) -> api::ApplyFaultRequest {
+    api::ApplyFaultRequest {
+        ttl_seconds: 600,
+        lease_id: String::new(),
+        target_pid: pid,
+        fault: Some(api::apply_fault_request::Fault::SetTcs(pb::TcsRequest {
+            tcs: vec![pb::Tc {
+                r#type: pb::tc::Type::Netem as i32,
+                netem: Some(n),
+                device: dev.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    }
+}
+
+fn delay(ms: &str) -> pb::Netem {
+    pb::Netem {
+        time: ms.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+#[ignore = "VM tier: run by tests/run-all.sh"]
+async fn netem_delay_on_both_ends_adds_200ms_round_trip() {
+    let l = link("delay", 1);
+    let state = tempfile::tempdir().unwrap();
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let ch = d.ready().await;
+    let base = median(rtts(l.peer, 7));
+    // The pod side (in its netns) and the host side (the host netns: a host-scoped fault).
+    let a = faults(&ch)
+        .apply_fault(netem("d0", l.ns.pid(), delay("100ms")))
+        .await
+        .unwrap()
+        .into_inner();
+    let b = faults(&ch)
+        .apply_fault(netem(&l.ns.host_if, std::process::id(), delay("100ms")))
+        .await
+        .unwrap()
+        .into_inner();
+    let delayed = median(rtts(l.peer, 7));
+    let added = delayed - base;
+    println!("VM netem delay 100ms each way: base_rtt_ms={base:.1} delayed_rtt_ms={delayed:.1} added_ms={added:.1}");
+    assert!(
+        (180.0..=220.0).contains(&added),
+        "added {added:.1} ms, want 200 ± 10%"
+    );
+    for id in [a.id, b.id] {
+        faults(&ch)
+            .revoke_fault(api::RevokeFaultRequest { id })
+            .await
+            .unwrap();
+    }
+    let after = median(rtts(l.peer, 7));
+    assert!(after < base + 20.0, "delay not removed: {after:.1} ms");
+    assert!(!l.ns.has_faultd_qdisc());
+}
+
+#[tokio::test]
+#[ignore = "VM tier: run by tests/run-all.sh"]
+async fn netem_loss_100_percent_blocks_and_recovers() {
+    let l = link("loss", 2);
+    let state = tempfile::tempdir().unwrap();
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let ch = d.ready().await;
+    connect(l.peer, Duration::from_secs(3)).expect("reachable before the fault");
+    let f = faults(&ch)
+        .apply_fault(netem(
+            "d0",
+            l.ns.pid(),
+            pb::Netem {
+                loss: 100.0,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        connect(l.peer, Duration::from_millis(1500)).is_err(),
+        "100% loss must block"
+    );
+    faults(&ch)
+        .revoke_fault(api::RevokeFaultRequest { id: f.id })
+        .await
+        .unwrap();
+    connect(l.peer, Duration::from_secs(3)).expect("reachable after recover");
+}
+
+#[tokio::test]
+#[ignore = "VM tier: run by tests/run-all.sh"]
+async fn netem_jitter_and_rate_are_visible() {
+    let l = link("jitter", 3);
+    let state = tempfile::tempdir().unwrap();
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let ch = d.ready().await;
+    let base = median(rtts(l.peer, 5));
+    let f = faults(&ch)
+        .apply_fault(netem(
+            "d0",
+            l.ns.pid(),
+            pb::Netem {
+                time: "50ms".into(),
+                jitter: "20ms".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let samples = rtts(l.peer, 25);
+    let (min, max) = samples
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    let med = median(samples.clone()) - base;
+    println!("VM netem 50ms jitter 20ms: median_added_ms={med:.1} min_ms={min:.1} max_ms={max:.1}");
+    assert!((40.0..=60.0).contains(&med), "median {med:.1}");
+    assert!(
+        max - min > 15.0,
+        "jitter not visible: spread {:.1} ms",
+        max - min
+    );
+    faults(&ch)
+        .revoke_fault(api::RevokeFaultRequest { id: f.id })
+        .await
+        .unwrap();
+
+    // rate: 8 Mbit/s from the netns side = 1 MiB in about 1.05 s.
+    let f = faults(&ch)
+        .apply_fault(netem(
+            "d0",
+            l.ns.pid(),
+            pb::Netem {
+                rate: "8mbit".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = connect(l.peer, Duration::from_secs(3)).unwrap();
+    let t = Instant::now();
+    c.write_all(b"b").unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    c.read_exact(&mut buf).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let mbit = (1u64 << 20) as f64 * 8.0 / secs / 1e6;
+    println!("VM netem rate 8mbit: 1 MiB in {secs:.2} s = {mbit:.2} Mbit/s");
+    assert!(
+        (6.8..=9.2).contains(&mbit),
+        "{mbit:.2} Mbit/s, want 8 ± 15%"
+    );
+    faults(&ch)
+        .revoke_fault(api::RevokeFaultRequest { id: f.id })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "VM tier: run by tests/run-all.sh"]
+async fn prior_fq_codel_and_htb_roots_are_restored_exactly() {
+    let l = link("restore", 4);
+    let state = tempfile::tempdir().unwrap();
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let ch = d.ready().await;
+    for prior in [
+        vec![
+            "qdisc", "replace", "dev", "d0", "root", "handle", "5:", "fq_codel", "limit", "2000",
+            "target", "3ms", "interval", "50ms",
+        ],
+        vec![
+            "qdisc", "replace", "dev", "d0", "root", "handle", "1:", "htb", "default", "10", "r2q",
+            "5",
+        ],
+    ] {
+        l.ns.tc(&prior);
+        let before = l.ns.qdisc_dump();
+        let f = faults(&ch)
+            .apply_fault(netem("d0", l.ns.pid(), delay("10ms")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            l.ns.qdisc_dump().contains("netem fa01:"),
+            "{}",
+            l.ns.qdisc_dump()
+        );
+        faults(&ch)
+            .revoke_fault(api::RevokeFaultRequest { id: f.id })
+            .await
+            .unwrap();
+        let after = l.ns.qdisc_dump();
+        println!("VM restore: before={before:?} after={after:?}");
+        assert_eq!(after, before);
+    }
+}
+
+#[tokio::test]
+#[ignore = "VM tier: run by tests/run-all.sh"]
+async fn kill_9_with_netem_active_then_restart_removes_it() {
+    let l = link("crash", 5);
+    let state = tempfile::tempdir().unwrap();
+    let base = median(rtts(l.peer, 5));
+    {
+        let mut d = DaemonProc::spawn(state.path(), &[]);
+        let ch = d.ready().await;
+        faults(&ch)
+            .apply_fault(netem("d0", l.ns.pid(), delay("100ms")))
+            .await
+            .unwrap();
+        assert!(median(rtts(l.peer, 3)) > base + 80.0);
+        d.kill9();
+    }
+    // The fault outlives the killed process only until the next start.
+    assert!(l.ns.has_faultd_qdisc());
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let ch = d.ready().await;
+    assert!(!l.ns.has_faultd_qdisc(), "{}", l.ns.qdisc_dump());
+    assert!(median(rtts(l.peer, 5)) < base + 20.0);
+    let list = faults(&ch)
+        .list_faults(api::ListFaultsRequest {
+            include_ended: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        list.faults.iter().any(|f| f.end_reason == "restart"),
+        "{list:?}"
+    );
+}
