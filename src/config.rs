@@ -15,7 +15,8 @@ pub const EXIT_USAGE: i32 = 64;
     name = "faultd",
     version,
     about = "Node-level chaos injection daemon, wire-compatible with Chaos Mesh's chaos-daemon",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -25,9 +26,13 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Talk to a running faultd (list, get, halt-all, doctor, apply).
     Ctl(crate::ctl::CtlArgs),
+    /// Internal: one stress fault's worker, started by the daemon (not for people).
+    #[command(name = "stress-worker", hide = true)]
+    StressWorker(crate::stress::worker::WorkerArgs),
 }
 
 /// Container runtime names accepted by `--runtime` (upstream spelling).

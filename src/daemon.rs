@@ -62,6 +62,7 @@ pub struct DaemonState {
     pub runtimes: Runtimes,
     ready: AtomicBool,
     ready_detail: Mutex<String>,
+    inflight: std::sync::atomic::AtomicUsize,
 }
 
 impl DaemonState {
@@ -78,7 +79,19 @@ impl DaemonState {
             runtimes,
             ready: AtomicBool::new(false),
             ready_detail: Mutex::new("starting: reconciling the journal\n".into()),
+            inflight: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// RPCs being handled right now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Counts one RPC as in flight until the guard drops.
+    pub fn track_call(&self) -> InflightGuard<'_> {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        InflightGuard(&self.inflight)
     }
 
     /// `/readyz`: ready once start-up reconciliation finished, with a human-readable body.
@@ -94,6 +107,15 @@ impl DaemonState {
     fn set_ready(&self, ready: bool, detail: String) {
         *self.ready_detail.lock().unwrap_or_else(|p| p.into_inner()) = detail;
         self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+/// Marks one RPC in flight (see [`DaemonState::track_call`]).
+pub struct InflightGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -314,16 +336,26 @@ impl Daemon {
                     }
                 }
             };
-            // Once stop is requested, in-flight calls get `grace` to finish.
+            // Once stop is requested, in-flight calls get `grace` to finish; idle client
+            // connections do not hold the daemon up.
             let mut stop_seen = stop_rx.clone();
+            let drain_state = state.clone();
             tokio::pin!(serve);
             tokio::select! {
                 r = &mut serve => r?,
                 _ = async {
                     let _ = stop_seen.wait_for(|s| *s).await;
-                    tokio::time::sleep(grace).await;
+                    let deadline = tokio::time::Instant::now() + grace;
+                    while drain_state.inflight() > 0 && tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
                 } => {
-                    tracing::warn!(grace_s = grace.as_secs_f64(), "grace period over; stopping with calls in flight");
+                    let left = state.inflight();
+                    if left > 0 {
+                        tracing::warn!(grace_s = grace.as_secs_f64(), calls = left, "grace period over; stopping with calls in flight");
+                    } else {
+                        tracing::info!("in-flight calls drained");
+                    }
                 }
             }
             // A fault never outlives the process that supervises it.

@@ -371,3 +371,22 @@ fn flags_read_environment_variables() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("notaport"));
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_idle_client_connections() {
+    let pki = Pki::new();
+    let (d, _state) = start_tls(&pki, &["--shutdown-grace", "30s"]).await;
+    let ch = good_channel(&d, &pki).await;
+    let mut c = ChaosDaemonClient::new(ch.clone());
+    let _ = c.set_time_offset(pb::TimeRequest::default()).await;
+    let t0 = std::time::Instant::now();
+    d.shutdown();
+    d.wait().await.unwrap();
+    // The client still holds its connection open; only in-flight calls may delay the stop.
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(ch);
+}

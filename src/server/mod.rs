@@ -75,6 +75,7 @@ where
     F: FnOnce(CallContext, Req) -> Fut,
     Fut: Future<Output = Result<Resp, Status>>,
 {
+    let _inflight = state.track_call();
     let started = Instant::now();
     let ctx = CallContext::of(&req);
     let msg = req.into_inner();

@@ -150,7 +150,31 @@ pub fn daemon_args(state: &Path) -> Vec<String> {
     .collect()
 }
 
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl DaemonProc {
+    /// faultd serving plaintext gRPC on a known port (the ChaosDaemon service is not on the
+    /// admin socket); returns the daemon and `http://127.0.0.1:<port>`.
+    pub fn spawn_tcp(state: &Path, extra: &[&str]) -> (DaemonProc, String, u16) {
+        let grpc = free_port();
+        let http = free_port();
+        let (g, h) = (grpc.to_string(), http.to_string());
+        let mut args = vec!["--grpc-port", g.as_str(), "--http-port", h.as_str()];
+        args.extend_from_slice(extra);
+        (
+            DaemonProc::spawn(state, &args),
+            format!("http://127.0.0.1:{grpc}"),
+            http,
+        )
+    }
+
     pub fn spawn(state: &Path, extra: &[&str]) -> DaemonProc {
         let child = Command::new(env!("CARGO_BIN_EXE_faultd"))
             .args(daemon_args(state))

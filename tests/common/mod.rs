@@ -2,6 +2,7 @@
 //! tonic clients with chosen certificates.
 #![allow(dead_code)]
 
+pub mod ctr;
 pub mod host;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+#
+# faultd image: the daemon, the `nft` CLI and the shared libraries both need, on an empty base.
+# No shell, no package manager. `/usr/local/bin/chaos-daemon` links to faultd so Chaos Mesh's Helm
+# chart (`command: [/usr/local/bin/chaos-daemon, --runtime, ..., --grpc-port, ...]`) runs it
+# unchanged. Contents and size: deploy/README.md ("The image"); tests/deploy/test_image.py
+# assembles the same filesystem with deploy/image/assemble-rootfs.sh and checks it.
+#
+#   docker build -t faultd:0.1.0 .
+#
+# Needs BuildKit (the default builder since Docker 23) for the cache mount.
+
+# --- 1. build ---------------------------------------------------------------------------------
+FROM rust:1-bookworm AS builder
+WORKDIR /src
+# build.rs compiles proto/ with protox (pure Rust): no protoc needed.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto/ proto/
+COPY src/ src/
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    cargo build --release --locked --bin faultd
+
+# --- 2. lay out the runtime filesystem ----------------------------------------------------------
+# Same Debian release as the builder, so faultd's glibc and nft's libraries come from one place.
+FROM debian:bookworm-slim AS rootfs
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nftables netbase \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*
+COPY deploy/image/assemble-rootfs.sh /usr/local/sbin/assemble-rootfs.sh
+COPY --from=builder /src/target/release/faultd /staging/faultd
+RUN sh /usr/local/sbin/assemble-rootfs.sh /staging/faultd /rootfs
+
+# --- 3. runtime ---------------------------------------------------------------------------------
+FROM scratch
+COPY --from=rootfs /rootfs/ /
+LABEL org.opencontainers.image.title="faultd" \
+      org.opencontainers.image.description="Node-level chaos injection daemon, wire-compatible with Chaos Mesh's chaos-daemon, with a rollback journal" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="0.1.0"
+# gRPC (mTLS) and HTTP (/metrics, /healthz, /readyz): Chaos Mesh's ports.
+EXPOSE 31767 31766
+# Runs as root: faultd needs capabilities in the host's namespaces (see deploy/README.md).
+USER 0:0
+ENTRYPOINT ["/usr/local/bin/faultd"]
