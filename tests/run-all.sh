@@ -7,6 +7,8 @@
 #   tier 2  tests/host_*.rs, --ignored, on the host    private containerd at the k3s socket path
 #   tier 3  tests/vm_*.rs, --ignored, in ONE qemu VM   real sch_netem, cgroup v2, guest containerd
 #           tests/vm/reboot-*.sh                       two boots sharing a persistent disk
+#   tier 4  cargo build --release; tests/deploy.sh (image filesystem + manifests, pytest);
+#           tests/bench/run.sh --smoke (benchmark suite, small sizes)
 #
 # Every tier runs even if an earlier one failed. The last line is "N passed, M failed, K skipped";
 # the exit status is non-zero if anything failed. Logs: tests/env/cache/logs/ (one run).
@@ -295,6 +297,27 @@ else
   done
 fi
 tier_done "tier 3" "$T"
+
+# ---------------------------------------------------------------------------------------------
+banner "tier 4: shipping (release build, image filesystem, manifests) and benchmark smoke"
+T=$(now)
+if run_step "tier4: cargo build --release --locked" "$LOGDIR/tier4-release.log" cargo build --release --locked; then
+  run_step "tier4: tests/deploy.sh" "$LOGDIR/tier4-deploy.log" bash "$ROOT/tests/deploy.sh"
+  rc=$LAST_RC
+  # pytest's closing line: "N passed[, M failed][, K skipped] in Xs"
+  p=$(tail -n 5 "$LOGDIR/tier4-deploy.log" | grep -oE '[0-9]+ passed' | tail -1 | grep -oE '[0-9]+' || echo 0)
+  f=$(tail -n 5 "$LOGDIR/tier4-deploy.log" | grep -oE '[0-9]+ (failed|error)' | tail -1 | grep -oE '[0-9]+' || echo 0)
+  [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ] && f=1
+  PASSED=$((PASSED + ${p:-0})); FAILED=$((FAILED + ${f:-0}))
+  RESULTS+=("tier4 deploy (pytest): ${p:-0} passed, ${f:-0} failed")
+  if [ -x "$ROOT/tests/bench/run.sh" ] || [ -f "$ROOT/tests/bench/run.sh" ]; then
+    run_step "tier4: tests/bench/run.sh --smoke" "$LOGDIR/tier4-bench-smoke.log" bash "$ROOT/tests/bench/run.sh" --smoke
+    account "tier4 bench smoke" "$LOGDIR/tier4-bench-smoke.log" "$LAST_RC"
+  fi
+else
+  FAILED=$((FAILED + 1)); RESULTS+=("tier4: release build failed (counted as 1 failed)")
+fi
+tier_done "tier 4" "$T"
 
 # ---------------------------------------------------------------------------------------------
 banner "summary"
