@@ -25,6 +25,10 @@ pub fn run() -> i32 {
             return EXIT_USAGE;
         }
     };
+    // A stress worker stays single-threaded (it forks its load processes): no async runtime.
+    if let Some(Command::StressWorker(args)) = &cli.command {
+        return crate::stress::worker::run(args);
+    }
     // Only one rustls crypto provider may be the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -40,6 +44,7 @@ pub fn run() -> i32 {
     };
     match cli.command {
         Some(Command::Ctl(args)) => rt.block_on(crate::ctl::run(args)),
+        Some(Command::StressWorker(args)) => crate::stress::worker::run(&args),
         None => {
             if let Err(e) = cli.daemon.validate() {
                 eprintln!("faultd: {e}");

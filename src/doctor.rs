@@ -1,6 +1,8 @@
 //! The node doctor: checks faultd's prerequisites and scans every network namespace on the node
-//! for residue faultd could have left (qdiscs carrying faultd's `faXX:` handles that no active
-//! fault accounts for). With `fix`, faultd's own residue is removed.
+//! for residue faultd could have left (qdiscs carrying faultd's `faXX:` handles, and nft tables
+//! `inet faultd`, that no active fault accounts for), and the process table for
+//! `faultd stress-worker` processes of no active fault. With `fix`, faultd's own residue is
+//! removed.
 use std::collections::HashSet;
 
 use futures_util::TryStreamExt;
@@ -152,12 +154,16 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
     // Residue: faultd qdiscs that no active fault accounts for.
     let owned: HashSet<(NsId, String)> = active
         .iter()
-        .map(|r| match &r.effect {
-            FaultEffect::Qdisc(q) => (q.netns.id, q.device.clone()),
+        .filter_map(|r| match &r.effect {
+            FaultEffect::Qdisc(q) => Some((q.netns.id, q.device.clone())),
+            FaultEffect::Firewall(_) => None,
+            FaultEffect::Stress(_) => None,
         })
         .collect();
-    for (id, ns, label) in network_namespaces() {
-        let Ok(session) = NetlinkSession::in_namespace(&ns).await else {
+    let namespaces = network_namespaces();
+    for (id, ns, label) in &namespaces {
+        let (id, label) = (*id, label);
+        let Ok(session) = NetlinkSession::in_namespace(ns).await else {
             continue;
         };
         for (idx, name) in links(&session).await {
@@ -184,6 +190,47 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
                 removed,
             });
         }
+    }
+    // Residue: faultd nft tables whose owner marker names no fault the journal accounts for.
+    let nft = crate::firewall::nft::program();
+    report.checks.push(check(
+        "nft",
+        nft.is_some(),
+        match nft {
+            Some(p) => format!("{p} (network partition faults)"),
+            None => "not installed: network partition faults will fail with FAILED_PRECONDITION"
+                .to_string(),
+        },
+    ));
+    let owners: HashSet<String> = active.iter().map(|r| r.id.clone()).collect();
+    for t in crate::firewall::stray_tables(&namespaces, &owners, fix).await {
+        report.residue.push(Residue {
+            kind: "nft table".into(),
+            location: format!("netns {}:{} ({})", t.netns.dev, t.netns.ino, t.label),
+            detail: t.detail,
+            removed: t.removed,
+        });
+    }
+    // Residue: `faultd stress-worker` processes whose fault is not active (a previous daemon's
+    // workers survive only if PDEATHSIG could not fire).
+    // Workers whose parent is another live faultd daemon (test hosts) are that daemon's.
+    let active_ids: HashSet<&str> = active.iter().map(|r| r.id.as_str()).collect();
+    let workers = tokio::task::spawn_blocking(crate::stress::spawn::scan_workers)
+        .await
+        .unwrap_or_default();
+    let foreign = crate::stress::spawn::foreign_fault_ids(&workers, std::process::id());
+    let strays: Vec<_> = workers
+        .into_iter()
+        .filter(|p| !active_ids.contains(p.fault_id.as_str()) && !foreign.contains(&p.fault_id))
+        .collect();
+    for p in strays {
+        let removed = fix && crate::stress::spawn::kill_worker_process(&p);
+        report.residue.push(Residue {
+            kind: "stress worker".into(),
+            location: format!("pid {}", p.pid),
+            detail: format!("fault {} is not active: {}", p.fault_id, p.cmdline),
+            removed,
+        });
     }
     for r in &active {
         if r.effect.target_gone(&r.ctx()) {

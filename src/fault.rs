@@ -4,14 +4,20 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Effect, EffectCtx, EffectError, Engine, Scope};
+use crate::firewall::FirewallFault;
 use crate::netfault::QdiscFault;
 use crate::process::ProcessIdentity;
+use crate::stress::StressFault;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FaultEffect {
     /// A qdisc tree on a device (netem, tbf).
     Qdisc(QdiscFault),
+    /// A CPU or memory stressor in a container (StressChaos).
+    Stress(StressFault),
+    /// faultd's nftables table in a network namespace (ipsets and chains: partitions).
+    Firewall(FirewallFault),
 }
 
 /// The engine as the daemon uses it.
@@ -23,10 +29,24 @@ impl From<QdiscFault> for FaultEffect {
     }
 }
 
+impl From<StressFault> for FaultEffect {
+    fn from(s: StressFault) -> Self {
+        FaultEffect::Stress(s)
+    }
+}
+
+impl From<FirewallFault> for FaultEffect {
+    fn from(f: FirewallFault) -> Self {
+        FaultEffect::Firewall(f)
+    }
+}
+
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {
         match $self {
             FaultEffect::Qdisc(x) => x.$f($($arg),*),
+            FaultEffect::Stress(x) => x.$f($($arg),*),
+            FaultEffect::Firewall(x) => x.$f($($arg),*),
         }
     };
 }

@@ -28,6 +28,14 @@ pub fn net(e: crate::netfault::NetError) -> Status {
     Status::new(code(e.kind()), e.to_string())
 }
 
+pub fn firewall(e: crate::firewall::FirewallError) -> Status {
+    Status::new(code(e.kind()), e.to_string())
+}
+
+pub fn stress(e: crate::stress::StressError) -> Status {
+    Status::new(code(e.kind()), e.to_string())
+}
+
 pub fn runtime(e: crate::runtime::RuntimeError) -> Status {
     use crate::runtime::ErrorKind as K;
     let c = match e.kind() {

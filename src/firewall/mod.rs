@@ -1,0 +1,428 @@
+//! Network partition faults (`FlushIPSets`, `SetIptablesChains`) as one private nftables table
+//! per network namespace, `table inet faultd`, which faultd alone writes.
+//!
+//! Upstream creates ipsets and iptables chains with one `ipset`/`iptables` command each and never
+//! deletes them (#4336), and its image forces iptables-legacy (#4251). faultd keeps the pod's
+//! desired state instead (the last ipsets and the last chains; each RPC carries the full list
+//! of its part, an empty list means recover) in the fault record, renders the whole table from
+//! it on every call and loads it with `nft -f -` in one transaction. Recovering deletes the
+//! table: nothing else is left in the namespace. nft tables sit beside iptables (legacy or nft)
+//! in netfilter, so the host's iptables flavour does not matter. Needs `CAP_NET_ADMIN` (and
+//! `CAP_SYS_ADMIN` to enter the namespace) and the `nft` program (Debian package `nftables`).
+//!
+//! Mapping of upstream semantics (see [`model`] and [`render`] for the details):
+//! * `hash:net` → nft interval sets of addresses (`v4_<name>`, `v6_<name>`; IPv6 entries are
+//!   accepted, upstream's ipsets are IPv4 only); `hash:net,port` → sets of
+//!   `address . inet_service` (`v4port_<name>`, ...) matched on TCP, ipset's default protocol
+//!   when the controller's `cidr,port` entries name none; `list:set` has no nft equivalent and
+//!   becomes the union of its members (which must be in the same request).
+//! * Chain direction INPUT → `input` hook, `iifname <device>`, the ipset matched on the source
+//!   address (upstream `--match-set <set> src,dst`; for `hash:net,port` the port is the
+//!   destination port); OUTPUT → `output` hook, `oifname <device>`, destination address and
+//!   destination port (`dst,dst`). `device` defaults to `eth0`. Protocol, ports (iptables
+//!   syntax: `80`, `80:90`, `a,b,c`), TCP flags (`MASK COMP`) become the matching nft
+//!   expressions. Targets come from an allow-list: DROP, ACCEPT, REJECT and its
+//!   `--reject-with` types; anything else is INVALID_ARGUMENT.
+//! * A chain naming an ipset the state does not have is FAILED_PRECONDITION on
+//!   `SetIptablesChains`; when a later `FlushIPSets` drops an ipset that chains still name (the
+//!   controller recovers ipsets before chains), those references match nothing until the chains
+//!   are replaced.
+//!
+//! Ownership: the table carries an empty marker chain `owner_<fault id>` naming the fault record
+//! that wrote it. A fault's undo deletes the table only while that marker is there (deleting
+//! the marker chain and the table in one transaction fails as a whole otherwise), and it is
+//! undone when the table is absent or carries another fault's marker. That lets
+//! [`set_firewall`] apply the new state first (an atomic replace, no instant without the
+//! partition) and end the replaced fault afterwards, and makes a failed update leave the
+//! previous state in place. A `faultd` table carrying no marker of a fault faultd knows is not
+//! touched: applying refuses with FAILED_PRECONDITION, and `faultd doctor --fix` removes it.
+pub mod model;
+pub mod nft;
+pub mod render;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{
+    Effect, EffectCtx, EffectError, EndReason, EngineError, FailureKind, FaultRecord, NewFault,
+    Phase, Scope, TargetIdentity,
+};
+use crate::fault::{FaultEffect, FaultEngine};
+use crate::netfault::{FaultMeta, NetError, NetnsRef};
+use crate::ns::NsId;
+use crate::process::ProcessIdentity;
+
+pub use model::{
+    check_references, compile, validate_part, Chain, CidrAndPort, DesiredState, Direction, IpSet,
+    Part, Table,
+};
+pub use nft::TableState;
+
+/// Errors of partition requests and of the nft calls behind them.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("invalid {field} {value}: {reason}")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
+    #[error("chain {chain} names ipset {ipset}, which this pod does not have (FlushIPSets creates ipsets before SetIptablesChains uses them)")]
+    MissingIpSet { chain: String, ipset: String },
+    #[error("{0}")]
+    ForeignTable(String),
+    #[error("the nft program (Debian package nftables) is not installed; network partition faults need it")]
+    NftMissing,
+    #[error("nft {op} failed ({status}): {stderr}")]
+    Nft {
+        op: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("nft {op}: {message}")]
+    Io { op: String, message: String },
+    #[error("nft {op} did not finish in time")]
+    Timeout { op: String },
+    #[error("entering the target network namespace: {0}")]
+    Namespace(String),
+    #[error("reading table inet faultd back: {0}")]
+    ReadBack(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("target process {0} is gone")]
+    TargetGone(u32),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl FirewallError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            FirewallError::Invalid { .. } => FailureKind::InvalidArgument,
+            FirewallError::MissingIpSet { .. }
+            | FirewallError::ForeignTable(_)
+            | FirewallError::NftMissing => FailureKind::FailedPrecondition,
+            FirewallError::Nft { stderr, .. } if kernel_lacks_support(stderr) => {
+                FailureKind::FailedPrecondition
+            }
+            FirewallError::Nft { .. }
+            | FirewallError::Io { .. }
+            | FirewallError::Timeout { .. }
+            | FirewallError::Namespace(_)
+            | FirewallError::ReadBack(_)
+            | FirewallError::Internal(_) => FailureKind::Internal,
+            FirewallError::TargetGone(_) => FailureKind::NotFound,
+            FirewallError::Net(e) => e.kind(),
+            FirewallError::Engine(e) => e.kind(),
+        }
+    }
+}
+
+/// nft's messages when the kernel has no nf_tables, or lacks a module a rule needs
+/// (nft_reject_inet, the pipapo set backend of kernels before 5.6, ...).
+fn kernel_lacks_support(stderr: &str) -> bool {
+    stderr.contains("Operation not supported")
+        || stderr.contains("Protocol not supported")
+        || stderr.contains("Could not process rule: No such file or directory")
+}
+
+fn effect_err(e: FirewallError) -> EffectError {
+    EffectError::new(e.kind(), e.to_string())
+}
+
+/// The fault record's effect: the desired state of one network namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirewallFault {
+    pub netns: NetnsRef,
+    pub state: DesiredState,
+    pub description: String,
+}
+
+impl FirewallFault {
+    fn namespace(&self) -> Option<crate::ns::Namespace> {
+        self.netns.find()
+    }
+}
+
+impl Effect for FirewallFault {
+    fn kind(&self) -> String {
+        "firewall".into()
+    }
+
+    fn scope(&self) -> Scope {
+        if self.netns.host {
+            Scope::Host
+        } else {
+            Scope::Netns
+        }
+    }
+
+    fn summary(&self) -> String {
+        self.description.clone()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>> {
+        Box::pin(async move {
+            let ns = self.namespace().ok_or_else(|| {
+                EffectError::new(
+                    FailureKind::NotFound,
+                    "the target network namespace is gone",
+                )
+            })?;
+            let table = compile(&self.state).map_err(effect_err)?;
+            let batch = render::apply_batch(&table, &ctx.fault_id).map_err(effect_err)?;
+            nft::run(&ns, nft::ARGV_BATCH, Some(&batch))
+                .await
+                .map_err(effect_err)?;
+            // Read back: the kernel must hold exactly what was written, marked as ours.
+            let (sets, chains) = render::expected_layout(&table, &ctx.fault_id);
+            match nft::table_state(&ns).await.map_err(effect_err)? {
+                TableState::Present(l)
+                    if l.owner() == Some(ctx.fault_id.as_str())
+                        && l.sets == sets
+                        && l.chains == chains =>
+                {
+                    Ok(None)
+                }
+                TableState::Present(l) => Err(EffectError::internal(format!(
+                    "read-back of table inet faultd does not match what was written: owners {:?}, {} set(s) (expected {}), chains {:?} (expected {:?})",
+                    l.owners,
+                    l.sets.len(),
+                    sets.len(),
+                    l.chains,
+                    chains
+                ))),
+                TableState::Absent => Err(EffectError::internal(
+                    "table inet faultd is absent right after it was written",
+                )),
+            }
+        })
+    }
+
+    fn revert<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
+        Box::pin(async move {
+            let Some(ns) = self.namespace() else {
+                return Ok(()); // the namespace is gone, and the table with it
+            };
+            let ours = |s: &TableState| match s {
+                TableState::Absent => false,
+                TableState::Present(l) => l.owners.contains(&ctx.fault_id),
+            };
+            if !ours(&nft::table_state(&ns).await.map_err(effect_err)?) {
+                // Absent, or written by another fault (the one that replaced this one).
+                return Ok(());
+            }
+            let batch = render::delete_owned_batch(&ctx.fault_id).map_err(effect_err)?;
+            match nft::run(&ns, nft::ARGV_BATCH, Some(&batch)).await {
+                Ok(_) => Ok(()),
+                // The batch fails as a whole when the marker went away meanwhile.
+                Err(e) => match nft::table_state(&ns).await {
+                    Ok(s) if !ours(&s) => Ok(()),
+                    _ => Err(effect_err(e)),
+                },
+            }
+        })
+    }
+
+    fn is_reverted<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
+        Box::pin(async move {
+            let Some(ns) = self.namespace() else {
+                return Ok(true);
+            };
+            Ok(match nft::table_state(&ns).await.map_err(effect_err)? {
+                TableState::Absent => true,
+                TableState::Present(l) => !l.owners.contains(&ctx.fault_id),
+            })
+        })
+    }
+
+    fn manual_cleanup(&self) -> String {
+        format!(
+            "nsenter --net=/proc/{}/ns/net nft delete table inet faultd",
+            self.netns.holder_pid
+        )
+    }
+
+    fn target_gone(&self, _: &EffectCtx) -> bool {
+        self.namespace().is_none()
+    }
+}
+
+/// The journal group of faultd's table in one network namespace.
+pub fn group_of(ns: &NsId) -> String {
+    format!("fw/{}:{}", ns.dev, ns.ino)
+}
+
+fn list_some<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
+    const SHOWN: usize = 6;
+    let mut v: Vec<String> = items.iter().take(SHOWN).map(f).collect();
+    if items.len() > SHOWN {
+        v.push(format!("+{} more", items.len() - SHOWN));
+    }
+    v.join(", ")
+}
+
+/// One line for listings.
+pub fn describe(state: &DesiredState) -> String {
+    format!(
+        "table inet faultd: {} ipset(s) [{}], {} chain(s) [{}]",
+        state.sets.len(),
+        list_some(&state.sets, |s| format!("{} {}", s.set_type, s.name)),
+        state.chains.len(),
+        list_some(&state.chains, |c| format!(
+            "{} {} -> {}",
+            c.direction.as_str(),
+            c.name,
+            c.target
+        )),
+    )
+}
+
+/// Replaces one part (ipsets or chains) of the desired state of the network namespace of `pid`
+/// (upstream `FlushIPSets` / `SetIptablesChains`). Returns the new fault, or `None` when the
+/// state became empty and the table was removed.
+pub async fn set_firewall(
+    engine: &FaultEngine,
+    pid: ProcessIdentity,
+    part: Part,
+    meta: &FaultMeta,
+) -> Result<Option<FaultRecord<FaultEffect>>, FirewallError> {
+    validate_part(&part)?;
+    let (netns, ns) = NetnsRef::of_pid(pid.pid)?;
+    if !pid.is_alive() {
+        return Err(FirewallError::TargetGone(pid.pid));
+    }
+    let group = group_of(&netns.id);
+    let _guard = engine.lock_group(&group).await;
+
+    let active = engine.active_in_group(&group);
+    let current = active
+        .iter()
+        .rev()
+        .find_map(|r| match &r.effect {
+            FaultEffect::Firewall(f) => Some(f.state.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let chains_call = matches!(part, Part::Chains(_));
+    let desired = current.with(part);
+    if chains_call {
+        check_references(&desired)?;
+    }
+    compile(&desired)?;
+    // Faults of this namespace whose undo failed earlier: their table is faultd's own residue,
+    // which the new state may replace; they are ended with the others below.
+    let failed = engine
+        .list(false)
+        .into_iter()
+        .filter(|r| r.group == group && r.phase == Phase::Failed);
+    let previous: Vec<String> = active
+        .iter()
+        .map(|r| r.id.clone())
+        .chain(failed.map(|r| r.id))
+        .collect();
+
+    if desired.is_empty() {
+        for id in &previous {
+            engine.revert(id, EndReason::Request).await?;
+        }
+        return Ok(None);
+    }
+
+    if let TableState::Present(l) = nft::table_state(&ns).await? {
+        let known = l.owner().is_some_and(|o| previous.iter().any(|p| p == o));
+        if !known {
+            return Err(FirewallError::ForeignTable(format!(
+                "the target network namespace already has an nftables table inet faultd that no fault of this daemon wrote (owner marker: {}); inspect it with `nft list table inet faultd` in that namespace and remove it (`faultd doctor --fix` does)",
+                l.owner().map(|o| format!("fault {o}")).unwrap_or_else(|| "none".into())
+            )));
+        }
+    }
+
+    let fault = FirewallFault {
+        netns: netns.clone(),
+        description: describe(&desired),
+        state: desired,
+    };
+    let rec = engine
+        .apply(NewFault {
+            effect: FaultEffect::from(fault),
+            target: TargetIdentity {
+                container_id: meta.container_id.clone(),
+                pod_uid: meta.pod_uid.clone(),
+                pid: pid.pid,
+                pid_start_time_ms: pid.start_time_ms,
+                netns_dev: netns.id.dev,
+                netns_ino: netns.id.ino,
+                device: String::new(),
+            },
+            owner: meta.owner.clone(),
+            ttl: meta.ttl,
+            lease_id: meta.lease_id.clone(),
+            group: group.clone(),
+        })
+        .await?;
+    // The new table replaced the old one atomically; ending the old faults finds their marker
+    // gone and leaves the table alone.
+    for id in &previous {
+        if let Err(e) = engine.revert(id, EndReason::Replaced).await {
+            tracing::warn!(fault = %id, error = %e, "ending a replaced firewall fault failed");
+        }
+    }
+    Ok(Some(rec))
+}
+
+/// A `table inet faultd` that no fault faultd knows accounts for (doctor).
+#[derive(Debug, Clone)]
+pub struct StrayTable {
+    pub netns: NsId,
+    pub label: String,
+    pub detail: String,
+    pub removed: bool,
+}
+
+/// Scans `namespaces` for faultd tables whose owner marker names none of `owners` (the faults
+/// the journal still accounts for); with `fix`, deletes them. Namespaces nft cannot be run in
+/// are skipped.
+pub async fn stray_tables(
+    namespaces: &[(NsId, crate::ns::Namespace, String)],
+    owners: &std::collections::HashSet<String>,
+    fix: bool,
+) -> Vec<StrayTable> {
+    let mut out = Vec::new();
+    if nft::program().is_none() {
+        return out;
+    }
+    for (id, ns, label) in namespaces {
+        let Ok(TableState::Present(l)) = nft::table_state(ns).await else {
+            continue;
+        };
+        if l.owner().is_some_and(|o| owners.contains(o)) {
+            continue;
+        }
+        let removed = fix
+            && nft::run(ns, nft::ARGV_BATCH, Some(render::DELETE_ANY_BATCH))
+                .await
+                .is_ok();
+        out.push(StrayTable {
+            netns: *id,
+            label: label.clone(),
+            detail: format!(
+                "table inet faultd (owner marker: {}; {} set(s), {} chain(s))",
+                l.owner().unwrap_or("none"),
+                l.sets.len(),
+                l.chains.len()
+            ),
+            removed,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
