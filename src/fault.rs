@@ -79,4 +79,7 @@ impl Effect for FaultEffect {
     fn target_gone(&self, ctx: &EffectCtx) -> bool {
         dispatch!(self, target_gone, ctx)
     }
+    fn gone_reason(&self, ctx: &EffectCtx) -> crate::engine::EndReason {
+        dispatch!(self, gone_reason, ctx)
+    }
 }

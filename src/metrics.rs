@@ -112,7 +112,7 @@ impl Metrics {
         let rollbacks = Family::<RollbackLabels, Counter>::default();
         registry.register(
             "faultd_rollbacks",
-            "Faults rolled back, by kind and reason (expiry, lease, halt, restart, reboot, request, shutdown, oom)",
+            "Faults rolled back, by kind and reason (expiry, lease, halt, restart, reboot, request, replaced, shutdown, apply_failed, oom, target_gone)",
             rollbacks.clone(),
         );
         let rollback_failures = Counter::default();

@@ -108,13 +108,44 @@ async fn sigkill_torture_leaves_no_residue_and_loses_no_acknowledged_fault() {
         if cycle == cycles {
             break;
         }
+        assert!(
+            stress_workers().is_empty(),
+            "cycle {cycle}: stress workers survived: {:?}",
+            stress_workers()
+        );
         let f = faults(&ch)
             .apply_fault(apply_tbf(&ns, 600, ""))
             .await
             .unwrap()
             .into_inner();
         acked.push(f.id);
-        assert!(ns.has_faultd_qdisc());
+        assert!(
+            ns.has_faultd_qdisc(),
+            "cycle {cycle}: acknowledged but not in the kernel:\n{}",
+            ns.qdisc_dump()
+        );
+        // A stress fault too: a light CPU stressor charged to the holder's cgroup.
+        let s = faults(&ch)
+            .apply_fault(api::ApplyFaultRequest {
+                ttl_seconds: 600,
+                lease_id: String::new(),
+                target_pid: ns.pid(),
+                fault: Some(api::apply_fault_request::Fault::ExecStressors(
+                    faultd::proto::pb::ExecStressRequest {
+                        cpu_stressors: "--cpu 1 --cpu-load 5".into(),
+                        enter_ns: true,
+                        ..Default::default()
+                    },
+                )),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        acked.push(s.id);
+        assert!(
+            !stress_workers().is_empty(),
+            "cycle {cycle}: no stress worker after the ack"
+        );
         match rand() % 3 {
             0 => d.kill9(), // right after an acknowledgement
             mode => {
@@ -141,6 +172,20 @@ async fn sigkill_torture_leaves_no_residue_and_loses_no_acknowledged_fault() {
         "TORTURE cycles={cycles} kills_with_call_in_flight={kills_in_flight} took_s={:.1}",
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// PIDs of `faultd stress-worker` processes on the node.
+fn stress_workers() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == b"stress-worker"))
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 fn apply_tbf_for_pid(pid: u32) -> api::ApplyFaultRequest {

@@ -82,4 +82,8 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// Whether the fault's state is known to be gone (its namespace or process no longer
     /// exists), without touching anything.
     fn target_gone(&self, ctx: &EffectCtx) -> bool;
+    /// Why a fault whose target went away by itself ended (a stressor knows an OOM kill).
+    fn gone_reason(&self, _ctx: &EffectCtx) -> super::EndReason {
+        super::EndReason::TargetGone
+    }
 }

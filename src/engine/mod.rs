@@ -625,7 +625,7 @@ impl<E: Effect> Engine<E> {
                 }
             }
             if r.effect.scope() == Scope::Process && r.effect.target_gone(&r.ctx()) {
-                due.push((r.id.clone(), EndReason::TargetGone));
+                due.push((r.id.clone(), r.effect.gone_reason(&r.ctx())));
             }
         }
         (due, next)

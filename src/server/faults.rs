@@ -154,8 +154,11 @@ impl api::faults_server::Faults for FaultdService {
                         .map(fault_to_api)
                         .ok_or_else(|| Status::internal("no fault was recorded"))
                 }
-                Some(api::apply_fault_request::Fault::ExecStressors(_)) => {
-                    Err(status::unsupported("StressChaos", "ApplyFault(exec_stressors)"))
+                Some(api::apply_fault_request::Fault::ExecStressors(req)) => {
+                    let recs = super::chaos_daemon::exec_stressors(&st, &ctx, req, ttl, r.target_pid).await?;
+                    recs.first()
+                        .map(fault_to_api)
+                        .ok_or_else(|| Status::internal("no fault was recorded"))
                 }
                 None => Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs or exec_stressors)")),
             }

@@ -420,6 +420,22 @@ impl crate::engine::Effect for StressFault {
         )
     }
 
+    fn gone_reason(&self, ctx: &EffectCtx) -> crate::engine::EndReason {
+        use std::os::unix::process::ExitStatusExt;
+        let killed = ctx
+            .instance
+            .as_ref()
+            .and_then(spawn::exit_of)
+            .is_some_and(|s| {
+                s.code() == Some(worker::EXIT_LOAD_KILLED) || s.signal() == Some(libc::SIGKILL)
+            });
+        if self.is_memory() && killed && cgroup::oom_kills(&self.cgroups).is_some_and(|n| n > 0) {
+            crate::engine::EndReason::Oom
+        } else {
+            crate::engine::EndReason::TargetGone
+        }
+    }
+
     fn target_gone(&self, ctx: &EffectCtx) -> bool {
         match &ctx.instance {
             Some(w) => !spawn::is_running(w),
