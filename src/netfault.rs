@@ -11,8 +11,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultRecord, NewFault,
-    Scope, TargetIdentity,
+    EffectCtx, EffectError, EndReason, EngineError, FailureKind, FaultRecord, NewFault, Scope,
+    TargetIdentity,
 };
 use crate::ns::{Namespace, NsId, NsKind};
 use crate::process::ProcessIdentity;
@@ -32,6 +32,8 @@ pub enum NetError {
     Engine(#[from] EngineError),
     #[error("target process {0} is gone")]
     TargetGone(u32),
+    #[error("traffic classification: {0}")]
+    Firewall(Box<crate::firewall::FirewallError>),
 }
 
 impl NetError {
@@ -41,6 +43,7 @@ impl NetError {
             NetError::Unsupported(_) => FailureKind::FailedPrecondition,
             NetError::Engine(e) => e.kind(),
             NetError::TargetGone(_) => FailureKind::NotFound,
+            NetError::Firewall(e) => e.kind(),
         }
     }
 }
@@ -260,11 +263,13 @@ pub struct FaultMeta {
     pub pod_uid: String,
 }
 
-/// The qdisc tree of one device, built from the rules for that device.
+/// The qdisc tree of one device, built from the rules for that device, and the traffic
+/// classification its ipset-filtered rules need.
 #[derive(Debug, Clone)]
 pub struct DevicePlan {
     pub device: String,
     pub tree: Vec<Qdisc>,
+    pub classify: Vec<crate::firewall::Classify>,
     pub description: String,
 }
 
@@ -283,7 +288,32 @@ fn handle(n: u32) -> u32 {
     (HANDLE_MAJOR_BASE + n) << 16
 }
 
-/// Groups rules by device and chains them into qdisc trees.
+fn rule_qdisc(
+    r: &TcRule,
+    parent: u32,
+    handle: u32,
+    parts: &mut Vec<String>,
+) -> Result<Qdisc, NetError> {
+    Ok(match &r.kind {
+        TcRuleKind::Netem(a) => {
+            let spec = NetemSpec::from_args(a)?;
+            parts.push(format!("netem {}", spec.tc_args().join(" ")));
+            Qdisc::netem(parent, handle, &spec)
+        }
+        TcRuleKind::Tbf(a) => {
+            let spec = TbfSpec::from_args(a)?;
+            parts.push(format!("tbf rate {}", a.rate));
+            Qdisc::tbf(parent, handle, &spec)?
+        }
+    })
+}
+
+/// Groups rules by device and builds each device's tree as upstream does: global rules (no
+/// ipset, no protocol) chained one under the other; if any rule is filtered, a `prio` qdisc
+/// under them with 3 + F bands (upstream's priomap), filter group *j* (by ipset and protocol,
+/// in request order) chained under class `prio:j+4`, and a classification of its traffic into
+/// that class (nftables `meta priority`, like upstream's iptables `CLASSIFY`). Upstream puts sfq
+/// on bands 1-3; faultd leaves the kernel's default there.
 pub fn plan(rules: &[TcRule]) -> Result<Vec<DevicePlan>, NetError> {
     let mut devices: Vec<(String, Vec<&TcRule>)> = Vec::new();
     for r in rules {
@@ -293,49 +323,88 @@ pub fn plan(rules: &[TcRule]) -> Result<Vec<DevicePlan>, NetError> {
             r.device.clone()
         };
         validate_device(&dev)?;
-        if !r.ipset.is_empty() || !r.protocol.is_empty() {
-            return Err(NetError::Unsupported(format!(
-                "traffic control filtered by ipset/protocol (ipset {:?}, protocol {:?}) is not supported by faultd yet",
-                r.ipset, r.protocol
-            )));
-        }
         match devices.iter_mut().find(|(d, _)| *d == dev) {
             Some((_, v)) => v.push(r),
             None => devices.push((dev, vec![r])),
         }
     }
+    let too_many = |n: usize| {
+        NetError::Tc(TcError::InvalidArgument {
+            field: "tcs",
+            value: n.to_string(),
+            reason: "at most 254 qdiscs per device".into(),
+        })
+    };
     let mut plans = Vec::new();
     for (device, rules) in devices {
+        let (global, filtered): (Vec<&TcRule>, Vec<&TcRule>) = rules
+            .into_iter()
+            .partition(|r| r.ipset.is_empty() && r.protocol.is_empty());
+        let mut groups: Vec<((String, String), Vec<&TcRule>)> = Vec::new();
+        for r in filtered {
+            if r.ipset.is_empty() {
+                return Err(NetError::Unsupported(format!(
+                    "a tc rule filtered by protocol {:?} alone (without an ipset) is not supported",
+                    r.protocol
+                )));
+            }
+            let key = (r.ipset.clone(), r.protocol.clone());
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(r),
+                None => groups.push((key, vec![r])),
+            }
+        }
         let mut tree = Vec::new();
         let mut parts = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            let i = i as u32;
-            let parent = if i == 0 { TC_H_ROOT } else { handle(i) };
-            if i >= 0xFF {
-                return Err(NetError::Tc(TcError::InvalidArgument {
-                    field: "tcs",
-                    value: rules.len().to_string(),
-                    reason: "at most 254 rules per device".into(),
-                }));
+        let mut classify = Vec::new();
+        let mut next = 1u32; // next handle number
+        let mut parent = TC_H_ROOT;
+        for r in &global {
+            if next >= 0xFF {
+                return Err(too_many(global.len()));
             }
-            let q = match &r.kind {
-                TcRuleKind::Netem(a) => {
-                    let spec = NetemSpec::from_args(a)?;
-                    parts.push(format!("netem {}", spec.tc_args().join(" ")));
-                    Qdisc::netem(parent, handle(i + 1), &spec)
+            tree.push(rule_qdisc(r, parent, handle(next), &mut parts)?);
+            parent = handle(next);
+            next += 1;
+        }
+        if !groups.is_empty() {
+            let prio = crate::tc::prio::PrioSpec::chaos_mesh(groups.len())?;
+            let prio_handle = handle(next);
+            next += 1;
+            tree.push(Qdisc::prio(parent, prio_handle, &prio));
+            parts.push(format!("prio bands {}", prio.bands()));
+            for (j, ((ipset, protocol), rules)) in groups.iter().enumerate() {
+                let class = prio_handle | (j as u32 + 4);
+                let mut p = class;
+                for r in rules {
+                    if next >= 0xFF {
+                        return Err(too_many(next as usize));
+                    }
+                    tree.push(rule_qdisc(r, p, handle(next), &mut parts)?);
+                    p = handle(next);
+                    next += 1;
                 }
-                TcRuleKind::Tbf(a) => {
-                    let spec = TbfSpec::from_args(a)?;
-                    parts.push(format!("tbf rate {}", a.rate));
-                    Qdisc::tbf(parent, handle(i + 1), &spec)?
-                }
-            };
-            tree.push(q);
+                parts.push(format!(
+                    "[to ipset {ipset}{}]",
+                    if protocol.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {protocol}")
+                    }
+                ));
+                classify.push(crate::firewall::Classify {
+                    ipset: ipset.clone(),
+                    protocol: protocol.clone(),
+                    device: device.clone(),
+                    class,
+                });
+            }
         }
         plans.push(DevicePlan {
             description: format!("dev {device}: {}", parts.join(" -> ")),
             device,
             tree,
+            classify,
         });
     }
     Ok(plans)
@@ -371,16 +440,16 @@ fn netns_prefix(ns: &NsId) -> String {
 
 /// Makes the namespace of `pid` carry exactly `rules` (upstream `SetTcs`): devices no longer
 /// named are restored, named ones get their new tree, an empty list recovers everything.
-pub async fn set_tcs<E>(
-    engine: &Engine<E>,
+pub async fn set_tcs(
+    engine: &crate::fault::FaultEngine,
     pid: ProcessIdentity,
     rules: &[TcRule],
     meta: &FaultMeta,
-) -> Result<Vec<FaultRecord<E>>, NetError>
-where
-    E: crate::engine::Effect + From<QdiscFault>,
-{
+) -> Result<Vec<FaultRecord<crate::fault::FaultEffect>>, NetError> {
+    type E = crate::fault::FaultEffect;
     let plans = plan(rules)?;
+    let classify: Vec<crate::firewall::Classify> =
+        plans.iter().flat_map(|p| p.classify.clone()).collect();
     let (netns, ns) = NetnsRef::of_pid(pid.pid)?;
     if !pid.is_alive() {
         return Err(NetError::TargetGone(pid.pid));
@@ -454,6 +523,18 @@ where
             .await?;
         applied.push(rec);
     }
+    // Classification for ipset-filtered rules lives in faultd's nftables table with the ipsets
+    // (FlushIPSets comes first, as the controller orders its calls). Touch it only when there is
+    // something to install or to clear.
+    let fw_group = crate::firewall::group_of(&netns.id);
+    let has_classify = engine.active_in_group(&fw_group).iter().any(|r| {
+        matches!(&r.effect, crate::fault::FaultEffect::Firewall(f) if !f.state.classify.is_empty())
+    });
+    if !classify.is_empty() || has_classify {
+        crate::firewall::set_firewall(engine, pid, crate::firewall::Part::Classify(classify), meta)
+            .await
+            .map_err(|e| NetError::Firewall(Box::new(e)))?;
+    }
     Ok(applied)
 }
 
@@ -526,7 +607,7 @@ mod tests {
             );
         }
         let mut r = netem("1ms", "");
-        r.ipset = "chaos-set".into();
+        r.protocol = "tcp".into();
         assert_eq!(
             plan(&[r]).unwrap_err().kind(),
             FailureKind::FailedPrecondition
@@ -534,6 +615,51 @@ mod tests {
         assert_eq!(
             plan(&[netem("-5ms", "")]).unwrap_err().kind(),
             FailureKind::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn ipset_filtered_rules_go_under_prio_bands_like_upstream() {
+        let mut a = netem("100ms", "");
+        a.ipset = "set-a".into();
+        let mut a2 = netem("5ms", "");
+        a2.ipset = "set-a".into();
+        let mut b = netem("50ms", "");
+        b.ipset = "set-b".into();
+        b.protocol = "tcp".into();
+        let plans = plan(&[netem("10ms", ""), a, b, a2]).unwrap();
+        let t = &plans[0].tree;
+        let got: Vec<(&str, u32, u32)> = t
+            .iter()
+            .map(|q| (q.kind.as_str(), q.parent, q.handle))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("netem", TC_H_ROOT, 0xFA01_0000),   // the global rule
+                ("prio", 0xFA01_0000, 0xFA02_0000),  // 3 + 2 bands
+                ("netem", 0xFA02_0004, 0xFA03_0000), // set-a, first rule
+                ("netem", 0xFA03_0000, 0xFA04_0000), // set-a, chained
+                ("netem", 0xFA02_0005, 0xFA05_0000), // set-b tcp
+            ]
+        );
+        let k: Vec<(&str, &str, u32)> = plans[0]
+            .classify
+            .iter()
+            .map(|k| (k.ipset.as_str(), k.protocol.as_str(), k.class))
+            .collect();
+        assert_eq!(
+            k,
+            vec![("set-a", "", 0xFA02_0004), ("set-b", "tcp", 0xFA02_0005)]
+        );
+        assert!(plans[0].classify.iter().all(|k| k.device == "eth0"));
+        // Without global rules the prio qdisc is the root.
+        let mut only = netem("1ms", "");
+        only.ipset = "s".into();
+        let p = plan(&[only]).unwrap();
+        assert_eq!(
+            (p[0].tree[0].kind.as_str(), p[0].tree[0].parent),
+            ("prio", TC_H_ROOT)
         );
     }
 }

@@ -53,8 +53,8 @@ use crate::ns::NsId;
 use crate::process::ProcessIdentity;
 
 pub use model::{
-    check_references, compile, validate_part, Chain, CidrAndPort, DesiredState, Direction, IpSet,
-    Part, Table,
+    check_references, compile, validate_part, Chain, CidrAndPort, Classify, DesiredState,
+    Direction, IpSet, Part, Table,
 };
 pub use nft::TableState;
 
@@ -270,7 +270,7 @@ fn list_some<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
 /// One line for listings.
 pub fn describe(state: &DesiredState) -> String {
     format!(
-        "table inet faultd: {} ipset(s) [{}], {} chain(s) [{}]",
+        "table inet faultd: {} ipset(s) [{}], {} chain(s) [{}]{}",
         state.sets.len(),
         list_some(&state.sets, |s| format!("{} {}", s.set_type, s.name)),
         state.chains.len(),
@@ -280,6 +280,11 @@ pub fn describe(state: &DesiredState) -> String {
             c.name,
             c.target
         )),
+        if state.classify.is_empty() {
+            String::new()
+        } else {
+            format!(", {} tc classification(s)", state.classify.len())
+        }
     )
 }
 
@@ -309,7 +314,7 @@ pub async fn set_firewall(
             _ => None,
         })
         .unwrap_or_default();
-    let chains_call = matches!(part, Part::Chains(_));
+    let chains_call = matches!(part, Part::Chains(_) | Part::Classify(_));
     let desired = current.with(part);
     if chains_call {
         check_references(&desired)?;

@@ -113,6 +113,7 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
         (
             "partition_input_drop",
             DesiredState {
+                classify: vec![],
                 sets: controller_sets.clone(),
                 chains: vec![chain(
                     "INPUT/partition-abc123",
@@ -125,6 +126,7 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
         (
             "partition_both_directions_reject",
             DesiredState {
+                classify: vec![],
                 sets: controller_sets.clone(),
                 chains: vec![
                     chain(
@@ -140,6 +142,7 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
         (
             "protocol_ports_flags",
             DesiredState {
+                classify: vec![],
                 sets: controller_sets.clone(),
                 chains: vec![tcp, udp, icmp],
             },
@@ -147,6 +150,7 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
         (
             "ipsets_only",
             DesiredState {
+                classify: vec![],
                 sets: controller_sets,
                 chains: vec![],
             },
@@ -154,6 +158,7 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
         (
             "chain_without_its_ipset",
             DesiredState {
+                classify: vec![],
                 sets: vec![],
                 chains: vec![chain(
                     "INPUT/partition-abc123",
@@ -197,6 +202,7 @@ fn batches_match_the_goldens() {
 #[test]
 fn element_order_and_duplicates_do_not_change_the_batch() {
     let a = DesiredState {
+        classify: vec![],
         sets: vec![net(
             "s",
             &["10.0.0.1", "10.0.0.0/8", "192.168.1.0/24", "10.1.2.3/32"],
@@ -204,6 +210,7 @@ fn element_order_and_duplicates_do_not_change_the_batch() {
         chains: vec![chain("INPUT/x", Direction::Input, &["s"], "DROP")],
     };
     let b = DesiredState {
+        classify: vec![],
         sets: vec![net("s", &["192.168.1.77/24", "10.0.0.0/8", "10.0.0.0/8"])],
         chains: a.chains.clone(),
     };
@@ -217,6 +224,7 @@ fn element_order_and_duplicates_do_not_change_the_batch() {
 fn input_matches_source_output_matches_destination() {
     let sets = vec![net("n", &["10.0.0.1"]), net_port("p", &[("10.0.0.2", 80)])];
     let t = compile(&DesiredState {
+        classify: vec![],
         sets: sets.clone(),
         chains: vec![chain("in", Direction::Input, &["n", "p"], "DROP")],
     })
@@ -229,6 +237,7 @@ fn input_matches_source_output_matches_destination() {
         ]
     );
     let t = compile(&DesiredState {
+        classify: vec![],
         sets,
         chains: vec![chain("out", Direction::Output, &["p"], "DROP")],
     })
@@ -242,6 +251,7 @@ fn input_matches_source_output_matches_destination() {
 #[test]
 fn a_chain_without_ipsets_matches_everything_on_its_device_but_an_empty_ipset_nothing() {
     let t = compile(&DesiredState {
+        classify: vec![],
         sets: vec![net("empty", &[])],
         chains: vec![
             chain("all", Direction::Input, &[], "DROP"),
@@ -259,6 +269,7 @@ fn net_port_sets_never_match_udp_or_icmp_chains() {
     let mut c = chain("c", Direction::Output, &["p", "n"], "DROP");
     c.protocol = "udp".into();
     let t = compile(&DesiredState {
+        classify: vec![],
         sets: vec![net_port("p", &[("10.0.0.2", 80)]), net("n", &["10.0.0.3"])],
         chains: vec![c],
     })
@@ -284,6 +295,7 @@ fn every_reject_type_has_a_verdict_for_both_families() {
     ] {
         let target = format!("REJECT --reject-with {with}");
         let t = compile(&DesiredState {
+            classify: vec![],
             sets: vec![net("n", &["10.0.0.1", "fd00::1"])],
             chains: vec![
                 chain("any", Direction::Input, &[], &target),
@@ -342,6 +354,7 @@ fn hostile_ipset_names_are_refused() {
         assert_invalid(
             &format!("set name {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![net(bad, &["10.0.0.1"])],
                 chains: vec![],
             },
@@ -349,6 +362,7 @@ fn hostile_ipset_names_are_refused() {
         assert_invalid(
             &format!("member name {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![net("ok", &["10.0.0.1"]), list("l", &["ok", bad])],
                 chains: vec![],
             },
@@ -356,6 +370,7 @@ fn hostile_ipset_names_are_refused() {
         assert_invalid(
             &format!("chain ipset {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![],
                 chains: vec![chain("c", Direction::Input, &[bad], "DROP")],
             },
@@ -372,6 +387,7 @@ fn hostile_chain_names_and_devices_are_refused() {
         assert_invalid(
             &format!("chain name {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![],
                 chains: vec![chain(bad, Direction::Input, &[], "DROP")],
             },
@@ -390,6 +406,7 @@ fn hostile_chain_names_and_devices_are_refused() {
         assert_invalid(
             &format!("device {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![],
                 chains: vec![c],
             },
@@ -422,6 +439,7 @@ fn bad_cidrs_and_ports_are_refused() {
         assert_invalid(
             &format!("cidr {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![net("s", &[bad])],
                 chains: vec![],
             },
@@ -429,6 +447,7 @@ fn bad_cidrs_and_ports_are_refused() {
         assert_invalid(
             &format!("net,port cidr {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![net_port("s", &[(bad, 80)])],
                 chains: vec![],
             },
@@ -438,6 +457,7 @@ fn bad_cidrs_and_ports_are_refused() {
         assert_invalid(
             &format!("port {port}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![net_port("s", &[("10.0.0.1", port)])],
                 chains: vec![],
             },
@@ -470,6 +490,7 @@ fn bad_cidrs_and_ports_are_refused() {
             assert_invalid(
                 &format!("{field} ports {bad:?}"),
                 DesiredState {
+                    classify: vec![],
                     sets: vec![],
                     chains: vec![c],
                 },
@@ -482,6 +503,7 @@ fn bad_cidrs_and_ports_are_refused() {
     assert_invalid(
         "ports without protocol",
         DesiredState {
+            classify: vec![],
             sets: vec![],
             chains: vec![c.clone()],
         },
@@ -490,6 +512,7 @@ fn bad_cidrs_and_ports_are_refused() {
     assert_invalid(
         "ports with icmp",
         DesiredState {
+            classify: vec![],
             sets: vec![],
             chains: vec![c],
         },
@@ -522,6 +545,7 @@ fn unknown_targets_protocols_and_flags_are_refused() {
         assert_invalid(
             &format!("target {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![],
                 chains: vec![chain("c", Direction::Input, &[], bad)],
             },
@@ -531,6 +555,7 @@ fn unknown_targets_protocols_and_flags_are_refused() {
     assert_invalid(
         "tcp-reset without tcp",
         DesiredState {
+            classify: vec![],
             sets: vec![],
             chains: vec![chain(
                 "c",
@@ -546,6 +571,7 @@ fn unknown_targets_protocols_and_flags_are_refused() {
         assert_invalid(
             &format!("protocol {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![],
                 chains: vec![c],
             },
@@ -569,6 +595,7 @@ fn unknown_targets_protocols_and_flags_are_refused() {
         assert_invalid(
             &format!("tcp flags {bad:?}"),
             DesiredState {
+                classify: vec![],
                 sets: vec![],
                 chains: vec![c],
             },
@@ -580,6 +607,7 @@ fn unknown_targets_protocols_and_flags_are_refused() {
     assert_invalid(
         "flags with udp",
         DesiredState {
+            classify: vec![],
             sets: vec![],
             chains: vec![c],
         },
@@ -611,6 +639,7 @@ fn set_types_and_structure_are_checked() {
         assert_invalid(
             what,
             DesiredState {
+                classify: vec![],
                 sets,
                 chains: vec![],
             },
@@ -619,6 +648,7 @@ fn set_types_and_structure_are_checked() {
     assert_invalid(
         "duplicate chains",
         DesiredState {
+            classify: vec![],
             sets: vec![],
             chains: vec![
                 chain("c", Direction::Input, &[], "DROP"),
@@ -628,6 +658,7 @@ fn set_types_and_structure_are_checked() {
     );
     // A list:set may name its members in any order of the request.
     compile(&DesiredState {
+        classify: vec![],
         sets: vec![list("l", &["n"]), net("n", &["10.0.0.1"])],
         chains: vec![],
     })
@@ -637,6 +668,7 @@ fn set_types_and_structure_are_checked() {
 #[test]
 fn chains_must_name_existing_ipsets() {
     let state = DesiredState {
+        classify: vec![],
         sets: vec![net("a", &["10.0.0.1"])],
         chains: vec![chain("c", Direction::Input, &["a", "b"], "DROP")],
     };
@@ -654,6 +686,7 @@ fn chains_must_name_existing_ipsets() {
 #[test]
 fn a_part_replaces_only_its_half_of_the_state() {
     let s = DesiredState {
+        classify: vec![],
         sets: vec![net("a", &["10.0.0.1"])],
         chains: vec![chain("c", Direction::Input, &["a"], "DROP")],
     };
@@ -716,6 +749,7 @@ fn read_back_parsing() {
     let l = parse_table(&table).unwrap();
     assert_eq!(l.owner(), Some(OWNER));
     let t = compile(&DesiredState {
+        classify: vec![],
         sets: vec![net("s", &["10.0.0.0/8"])],
         chains: vec![chain("INPUT/x", Direction::Input, &["s"], "DROP")],
     })
@@ -755,4 +789,45 @@ fn the_journal_form_round_trips() {
         "{}",
         f.description
     );
+}
+
+#[test]
+fn tc_classification_renders_meta_priority_for_the_filter_band() {
+    let state = DesiredState {
+        sets: vec![IpSet {
+            name: "chaos-tgt".into(),
+            set_type: "hash:net".into(),
+            cidrs: vec!["10.250.6.3/32".into()],
+            cidr_and_ports: vec![],
+            set_names: vec![],
+        }],
+        chains: vec![],
+        classify: vec![Classify {
+            ipset: "chaos-tgt".into(),
+            protocol: "tcp".into(),
+            device: "d0".into(),
+            class: 0xFA02_0004,
+        }],
+    };
+    let table = compile(&state).unwrap();
+    let k = table
+        .chains
+        .iter()
+        .find(|c| c.name == "k_0")
+        .expect("classification chain");
+    assert_eq!(k.direction, Direction::Output);
+    assert_eq!(k.rules.len(), 1, "{:?}", k.rules);
+    let r = &k.rules[0];
+    assert!(r.starts_with("oifname \"d0\" ip daddr @"), "{r}");
+    assert!(r.contains("meta l4proto tcp"), "{r}");
+    assert!(r.ends_with("meta priority set fa02:4"), "{r}");
+    let text = super::render::render_table(&table, "0b9c1a4e-0000-4000-8000-000000000001").unwrap();
+    assert!(text.contains("jump k_0"), "{text}");
+    // A classification naming an ipset the pod does not have is refused.
+    let mut missing = state.clone();
+    missing.classify[0].ipset = "nope".into();
+    assert!(matches!(
+        check_references(&missing),
+        Err(FirewallError::MissingIpSet { .. })
+    ));
 }
