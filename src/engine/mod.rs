@@ -156,16 +156,39 @@ impl<E: Effect> Engine<E> {
         &self.boot_id
     }
 
+    /// Journals `rec` durably (`fdatasync`): the intent, before the kernel is touched.
     async fn persist(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
+        self.write(rec, true).await
+    }
+
+    /// Journals `rec` without waiting for the disk. Used for every record after the intent: if
+    /// a power loss drops it, replay sees an earlier phase of the same fault (intent, applied or
+    /// reverting), and start-up reconciliation undoes the fault again, which is idempotent. The
+    /// fact an acknowledgement promises (this fault exists and will be undone) is already on
+    /// disk with the intent; syncing later records would only double the latency.
+    async fn note(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
+        self.write(rec, false).await
+    }
+
+    async fn write(&self, rec: &FaultRecord<E>, durable: bool) -> Result<(), EngineError> {
         let journal = self.journal.clone();
         let copy = rec.clone();
         let started = Instant::now();
-        tokio::task::spawn_blocking(move || lock(&journal).append(&copy))
-            .await
-            .map_err(|e| EngineError::Join(e.to_string()))??;
-        self.metrics
-            .journal_fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
+        tokio::task::spawn_blocking(move || {
+            let mut j = lock(&journal);
+            if durable {
+                j.append(&copy)
+            } else {
+                j.append_unsynced(&copy)
+            }
+        })
+        .await
+        .map_err(|e| EngineError::Join(e.to_string()))??;
+        if durable {
+            self.metrics
+                .journal_fsync_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
         lock(&self.faults).insert(rec.id.clone(), rec.clone());
         Ok(())
     }
@@ -235,7 +258,7 @@ impl<E: Effect> Engine<E> {
                 rec.instance = instance;
                 rec.phase = Phase::Applied;
                 rec.applied_unix_ms = now_unix_ms();
-                if let Err(e) = self.persist(&rec).await {
+                if let Err(e) = self.note(&rec).await {
                     // Applied but not recorded as such: undo rather than leave it unaccounted.
                     self.finish(rec, EndReason::ApplyFailed, true).await;
                     return Err(e);
@@ -295,7 +318,7 @@ impl<E: Effect> Engine<E> {
         counted: bool,
     ) -> FaultRecord<E> {
         rec.phase = Phase::Reverting;
-        if let Err(e) = self.persist(&rec).await {
+        if let Err(e) = self.note(&rec).await {
             tracing::error!(fault = %rec.id, error = %e, "journaling the rollback start failed; rolling back anyway");
         }
         let outcome = self.undo(&rec).await;
@@ -327,7 +350,7 @@ impl<E: Effect> Engine<E> {
         if counted {
             self.gauge(&rec.kind, -1);
         }
-        if let Err(e) = self.persist(&rec).await {
+        if let Err(e) = self.note(&rec).await {
             tracing::error!(fault = %rec.id, error = %e, "journaling the rollback outcome failed");
         }
         self.maybe_compact().await;
@@ -448,7 +471,7 @@ impl<E: Effect> Engine<E> {
                 gone.phase = Phase::Reverted;
                 gone.end_reason = Some(EndReason::Reboot);
                 gone.ended_unix_ms = now_unix_ms();
-                if let Err(e) = self.persist(&gone).await {
+                if let Err(e) = self.note(&gone).await {
                     tracing::error!(fault = %gone.id, error = %e, "journaling reconciliation failed");
                 }
                 self.metrics

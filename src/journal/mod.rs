@@ -362,10 +362,23 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         self.append_many(std::slice::from_ref(rec))
     }
 
+    /// Append one record without waiting for the disk: the line is written (so it reaches the
+    /// disk with the next sync, or with the page cache if the process dies), but a power loss may
+    /// drop it. For records whose loss replays as an earlier, still-safe state: the fault engine
+    /// syncs only the intent written before it touches the kernel; a lost "applied" or
+    /// "reverted" replays as "intent"/"applied", which reconciliation undoes again.
+    pub fn append_unsynced(&mut self, rec: &T) -> Result<(), JournalError> {
+        self.write_many(std::slice::from_ref(rec), false)
+    }
+
     /// Durably append a batch with a single write and a single `fdatasync`.
     /// All-or-nothing with respect to the return value; an empty batch is a
     /// no-op that does not sync.
     pub fn append_many(&mut self, recs: &[T]) -> Result<(), JournalError> {
+        self.write_many(recs, true)
+    }
+
+    fn write_many(&mut self, recs: &[T], sync: bool) -> Result<(), JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned {
                 path: self.path.clone(),
@@ -384,15 +397,17 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             }
             return Err(io_err("write", &self.path)(e));
         }
+        self.end += buf.len() as u64;
+        self.records += recs.len();
+        if !sync {
+            return Ok(());
+        }
         let started = Instant::now();
         if let Err(e) = self.file.sync_data() {
             self.poisoned = true;
             return Err(io_err("fdatasync", &self.path)(e));
         }
         let took = started.elapsed();
-
-        self.end += buf.len() as u64;
-        self.records += recs.len();
         self.stats.syncs += 1;
         self.stats.last_sync = took;
         self.stats.total_sync += took;

@@ -643,3 +643,19 @@ fn journal_poisoned_refuses_appends_until_compact() {
     drop(j);
     assert_eq!(open(d.path()).1, recs(0..4));
 }
+
+#[test]
+fn unsynced_appends_are_written_and_replayed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut j, _) = open(dir.path());
+        j.append(&rec(1)).unwrap();
+        j.append_unsynced(&rec(2)).unwrap();
+        j.append(&rec(3)).unwrap();
+        j.append_unsynced(&rec(4)).unwrap();
+        assert_eq!(j.len(), 4);
+        assert_eq!(j.stats().syncs, 2, "only the durable appends sync");
+    }
+    let (_, got) = open(dir.path());
+    assert_eq!(got, recs(1..5));
+}
