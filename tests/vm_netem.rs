@@ -351,8 +351,15 @@ fn host_echo(ip: &str) -> SocketAddr {
 
 /// Median RTT (ms) of pings sent from inside the netns to `to`.
 fn rtt_from_netns(ns: &Netns, to: SocketAddr) -> f64 {
-    let netns = Namespace::open(std::path::Path::new(&format!("/run/netns/{}", ns.name)), NsKind::Net).unwrap();
-    let mut c = netns.run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5))).unwrap().unwrap();
+    let netns = Namespace::open(
+        std::path::Path::new(&format!("/run/netns/{}", ns.name)),
+        NsKind::Net,
+    )
+    .unwrap();
+    let mut c = netns
+        .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap()
+        .unwrap();
     c.set_nodelay(true).unwrap();
     let mut b = [0u8; 1];
     median(
@@ -373,7 +380,10 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
     use faultd::firewall::{IpSet, Part};
     use faultd::netfault::{FaultMeta, TcRule, TcRuleKind};
     let l = link("filter", 6);
-    let o = std::process::Command::new("ip").args(["addr", "add", "10.250.6.3/24", "dev", &l.ns.host_if]).output().unwrap();
+    let o = std::process::Command::new("ip")
+        .args(["addr", "add", "10.250.6.3/24", "dev", &l.ns.host_if])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let selected = host_echo("10.250.6.3");
     let other = host_echo("10.250.6.1");
@@ -383,37 +393,76 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
 
     // In-process engine: the same domain calls the FlushIPSets and SetTcs adapters make.
     let state = tempfile::tempdir().unwrap();
-    let engine = faultd::fault::FaultEngine::open(state.path(), Duration::from_secs(600), std::sync::Arc::new(faultd::metrics::Metrics::new())).unwrap();
+    let engine = faultd::fault::FaultEngine::open(
+        state.path(),
+        Duration::from_secs(600),
+        std::sync::Arc::new(faultd::metrics::Metrics::new()),
+    )
+    .unwrap();
     let who = faultd::process::ProcessIdentity::of(l.ns.pid()).unwrap();
-    let meta = FaultMeta { owner: "vm-test".into(), ..Default::default() };
+    let meta = FaultMeta {
+        owner: "vm-test".into(),
+        ..Default::default()
+    };
     faultd::firewall::set_firewall(
         &engine,
         who,
-        Part::Sets(vec![IpSet { name: "chaos-tgt".into(), set_type: "hash:net".into(), cidrs: vec!["10.250.6.3/32".into()], cidr_and_ports: vec![], set_names: vec![] }]),
+        Part::Sets(vec![IpSet {
+            name: "chaos-tgt".into(),
+            set_type: "hash:net".into(),
+            cidrs: vec!["10.250.6.3/32".into()],
+            cidr_and_ports: vec![],
+            set_names: vec![],
+        }]),
         &meta,
     )
     .await
     .unwrap();
     let rule = TcRule {
-        kind: TcRuleKind::Netem(faultd::tc::netem::NetemArgs { time: "100ms".into(), ..Default::default() }),
+        kind: TcRuleKind::Netem(faultd::tc::netem::NetemArgs {
+            time: "100ms".into(),
+            ..Default::default()
+        }),
         ipset: "chaos-tgt".into(),
         protocol: String::new(),
         device: "d0".into(),
     };
-    faultd::netfault::set_tcs(&engine, who, &[rule], &meta).await.unwrap();
+    faultd::netfault::set_tcs(&engine, who, &[rule], &meta)
+        .await
+        .unwrap();
     let dump = l.ns.qdisc_dump();
-    assert!(dump.contains("prio fa01:") && dump.contains("netem fa02:"), "{dump}");
+    assert!(
+        dump.contains("prio fa01:") && dump.contains("netem fa02:"),
+        "{dump}"
+    );
     let sel = rtt_from_netns(&l.ns, selected) - base_sel;
     let oth = rtt_from_netns(&l.ns, other) - base_other;
     println!("VM ipset-filtered netem 100ms: selected +{sel:.1} ms, other +{oth:.1} ms");
-    assert!((85.0..=120.0).contains(&sel), "selected destination: +{sel:.1} ms");
-    assert!(oth < 20.0, "other destination must not be delayed: +{oth:.1} ms");
+    assert!(
+        (85.0..=120.0).contains(&sel),
+        "selected destination: +{sel:.1} ms"
+    );
+    assert!(
+        oth < 20.0,
+        "other destination must not be delayed: +{oth:.1} ms"
+    );
 
     // Recover in the controller's order: tcs, then ipsets.
-    faultd::netfault::set_tcs(&engine, who, &[], &meta).await.unwrap();
-    faultd::firewall::set_firewall(&engine, who, Part::Sets(vec![]), &meta).await.unwrap();
+    faultd::netfault::set_tcs(&engine, who, &[], &meta)
+        .await
+        .unwrap();
+    faultd::firewall::set_firewall(&engine, who, Part::Sets(vec![]), &meta)
+        .await
+        .unwrap();
     assert_eq!(l.ns.qdisc_dump(), qdisc_before);
-    let nft = std::process::Command::new("ip").args(["netns", "exec", &l.ns.name, "nft", "list", "ruleset"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&nft.stdout).trim().is_empty(), "{}", String::from_utf8_lossy(&nft.stdout));
+    let nft = std::process::Command::new("ip")
+        .args(["netns", "exec", &l.ns.name, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&nft.stdout).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&nft.stdout)
+    );
     assert!(rtt_from_netns(&l.ns, selected) - base_sel < 20.0);
 }

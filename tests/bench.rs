@@ -1,0 +1,1351 @@
+//! Benchmarks and footprint (root; host tier). Run them all with one command:
+//!
+//! ```text
+//! tests/bench/run.sh            # full sizes, ~1 min after the release build
+//! tests/bench/run.sh --smoke    # tiny sizes, < 60 s after the build (what CI runs)
+//! ```
+//!
+//! or by hand (release build; every test is `#[ignore]`d so `cargo test` skips them):
+//!
+//! ```text
+//! cargo test --release --test bench -- --ignored --nocapture --test-threads=1
+//! ```
+//!
+//! Each test prints one `BENCH {json}` line per metric: `faultd` is faultd's value, `baseline`
+//! (when there is one) what the upstream approach costs measured in the same run on the same
+//! machine, interleaved with faultd's samples, `ratio` = baseline / faultd (> 1: faultd is
+//! faster or smaller), `target` and `met` the goal the README states. Targets are reported, never
+//! asserted: a test fails only on a real failure (an RPC error, residue left in a namespace, the
+//! daemon dying).
+//!
+//! "SetTcs" here is `faultd.v1.Faults/ApplyFault` with a `set_tcs` body and `target_pid` (the
+//! same code path as `pb.ChaosDaemon/SetTcs` after container resolution, which needs a container)
+//! and `RevokeFault`; the baseline is what upstream runs per rule, `nsenter -t PID -n tc qdisc
+//! replace dev d0 root tbf rate 1mbit burst 10000 limit 20000` (and `tc qdisc del dev d0 root`),
+//! in the same namespace. The daemon runs as in production: release build, default log level
+//! (to a file), journal on the disk under `FAULTD_BENCH_DIR`.
+//!
+//! Sizes come from the environment (defaults = full run):
+//!
+//! | Variable | Default | What |
+//! |---|---|---|
+//! | `FAULTD_BENCH_ITERS` | 400 | SetTcs apply+recover iterations per variant (faultd: half give the client-observed samples, half the server-side ones) |
+//! | `FAULTD_BENCH_NETNS` | 200 | network namespaces of the fan-out |
+//! | `FAULTD_BENCH_CLIENTS` | 20 | concurrent clients of the fan-out |
+//! | `FAULTD_BENCH_ROUNDS` | 3 | fan-out rounds (faultd and baseline alternate; medians reported) |
+//! | `FAULTD_BENCH_RECORDS` | 10000 | journal records for the start-up measurement |
+//! | `FAULTD_BENCH_STARTS` | 5 | daemon starts per start-up measurement (median reported) |
+//! | `FAULTD_BENCH_APPENDS` | 2000 | journal appends |
+//! | `FAULTD_BENCH_RPCS` | 10000 | RPCs before the second RSS reading |
+//! | `FAULTD_BENCH_DIR` | system temp dir | where state dirs and journals live (must be a real disk: fdatasync) |
+//!
+//! Everything created (namespaces, veths, daemons) is removed by `Drop` guards; daemons also get
+//! `PR_SET_PDEATHSIG` so they do not outlive a killed test process.
+mod common;
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::host::{faults, tbf_request, Netns};
+use faultd::engine::{EndReason, FaultRecord, Phase};
+use faultd::fault::FaultEffect;
+use faultd::journal::Journal;
+use faultd::proto::faultd::v1 as api;
+use serde_json::{json, Value};
+use tonic::transport::{Channel, Endpoint};
+
+// ---------------------------------------------------------------------------------------------
+// sizes, statistics, output
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+fn bench_dir() -> PathBuf {
+    std::env::var_os("FAULTD_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn tempdir() -> tempfile::TempDir {
+    let base = bench_dir();
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("faultd-bench-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Order statistics of samples (any unit); percentiles by nearest rank.
+#[derive(Debug, Clone)]
+struct Stats {
+    n: usize,
+    p50: f64,
+    p99: f64,
+    min: f64,
+    max: f64,
+    mean: f64,
+}
+
+impl Stats {
+    fn of(samples: &[f64]) -> Stats {
+        assert!(!samples.is_empty(), "no samples");
+        let mut v = samples.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Stats {
+            n: v.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            min: v[0],
+            max: v[v.len() - 1],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({"n": self.n, "p50": r4(self.p50), "p99": r4(self.p99), "min": r4(self.min),
+               "max": r4(self.max), "mean": r4(self.mean)})
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    Stats::of(v).p50
+}
+
+fn r4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
+}
+
+/// A goal from the README.
+#[derive(Clone, Copy)]
+enum Target {
+    /// faultd's value at most this.
+    AtMost(f64),
+    /// baseline / faultd at least this.
+    RatioAtLeast(f64),
+    /// faultd's value exactly this (error counts).
+    Exactly(f64),
+}
+
+struct Row<'a> {
+    id: &'a str,
+    metric: &'a str,
+    unit: &'a str,
+    faultd: f64,
+    baseline: Option<(f64, &'a str)>,
+    target: Option<Target>,
+    extra: Value,
+}
+
+impl Row<'_> {
+    fn print(self) {
+        let ratio = self
+            .baseline
+            .filter(|_| self.faultd > 0.0)
+            .map(|(b, _)| b / self.faultd);
+        let (target, met) = match self.target {
+            None => (Value::Null, Value::Null),
+            Some(Target::AtMost(x)) => (
+                json!(format!("<= {x} {}", self.unit)),
+                json!(self.faultd <= x),
+            ),
+            Some(Target::Exactly(x)) => (json!(format!("= {x}")), json!(self.faultd == x)),
+            Some(Target::RatioAtLeast(x)) => (
+                json!(format!("ratio >= {x}")),
+                ratio.map_or(Value::Null, |r| json!(r >= x)),
+            ),
+        };
+        let line = json!({
+            "id": self.id,
+            "metric": self.metric,
+            "unit": self.unit,
+            "faultd": r4(self.faultd),
+            "baseline": self.baseline.map(|(b, _)| r4(b)),
+            "baseline_name": self.baseline.map(|(_, n)| n),
+            "ratio": ratio.map(|r| (r * 100.0).round() / 100.0),
+            "target": target,
+            "met": met,
+            "extra": self.extra,
+        });
+        println!("BENCH {line}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn row<'a>(id: &'a str, metric: &'a str, unit: &'a str, faultd: f64) -> Row<'a> {
+    Row {
+        id,
+        metric,
+        unit,
+        faultd,
+        baseline: None,
+        target: None,
+        extra: Value::Null,
+    }
+}
+
+impl<'a> Row<'a> {
+    fn baseline(mut self, value: f64, name: &'a str) -> Self {
+        self.baseline = Some((value, name));
+        self
+    }
+    fn target(mut self, t: Target) -> Self {
+        self.target = Some(t);
+        self
+    }
+    fn extra(mut self, v: Value) -> Self {
+        self.extra = v;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the daemon as a child process, on ports we know (for /metrics)
+
+fn free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
+struct BenchDaemon {
+    child: Child,
+    socket: PathBuf,
+    grpc_port: u16,
+    http_port: u16,
+    spawned: Instant,
+}
+
+impl BenchDaemon {
+    /// Starts `faultd --insecure` on free ports with `state` as its state dir. Logs (default
+    /// level, as in production) go to `state/../<state name>.log`, not to the test output.
+    fn spawn(state: &Path) -> BenchDaemon {
+        let (grpc_port, http_port) = free_ports();
+        std::fs::create_dir_all(state).unwrap();
+        let log = std::fs::File::create(state.with_extension("log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultd"));
+        cmd.args(["--insecure", "--listen-address", "127.0.0.1"])
+            .args(["--grpc-port", &grpc_port.to_string()])
+            .args(["--http-port", &http_port.to_string()])
+            .arg("--state-dir")
+            .arg(state)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let spawned = Instant::now();
+        let child = cmd.spawn().expect("spawning faultd");
+        BenchDaemon {
+            child,
+            socket: state.join("faultd.sock"),
+            grpc_port,
+            http_port,
+            spawned,
+        }
+    }
+
+    /// Waits (polling every millisecond) until the admin socket answers ListFaults; returns the
+    /// channel and the time since spawn.
+    async fn ready(&mut self) -> (Channel, Duration) {
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("faultd exited during start-up: {st}");
+            }
+            if self.socket.exists() {
+                if let Ok(ch) = faultd::ctl::connect_unix(&self.socket).await {
+                    let mut c = faults(&ch);
+                    let call = c.list_faults(api::ListFaultsRequest::default());
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(20), call).await {
+                        return (ch, self.spawned.elapsed());
+                    }
+                }
+            }
+            assert!(
+                self.spawned.elapsed() < Duration::from_secs(30),
+                "faultd not ready after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn tcp_channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://127.0.0.1:{}", self.grpc_port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.http_port));
+        let (code, body) = common::http_get(addr, "/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// A `/proc/<pid>/status` field in kB (VmRSS, VmHWM).
+    fn status_kb(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.child.id()))
+    }
+
+    fn mib(&self, field: &str) -> f64 {
+        self.status_kb(field) as f64 / 1024.0
+    }
+
+    fn assert_alive(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("faultd died: {st}");
+        }
+    }
+
+    /// SIGTERM (rolls back every fault), then SIGKILL after 10 s.
+    fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A value from Prometheus text: the first sample named `name` carrying all `labels`
+/// (`key="value"` strings); 0 when absent.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let end = l.find(['{', ' ']).unwrap_or(l.len());
+            &l[..end] == name && labels.iter().all(|lab| l.contains(lab))
+        })
+        .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Cumulative counters around one call: handling-time histogram of one faultd.v1.Faults method
+/// (sum in seconds, count) and the journal's fdatasync histogram (sum, count).
+#[derive(Clone, Copy, Default)]
+struct Snap {
+    sum: f64,
+    count: f64,
+    fsync_sum: f64,
+    fsync_count: f64,
+}
+
+fn snap(text: &str, method: &str) -> Snap {
+    let svc = r#"grpc_service="faultd.v1.Faults""#;
+    let m = format!(r#"grpc_method="{method}""#);
+    Snap {
+        sum: metric(
+            text,
+            "chaos_daemon_grpc_server_handling_seconds_sum",
+            &[svc, &m],
+        ),
+        count: metric(
+            text,
+            "chaos_daemon_grpc_server_handling_seconds_count",
+            &[svc, &m],
+        ),
+        fsync_sum: metric(text, "faultd_journal_fsync_seconds_sum", &[]),
+        fsync_count: metric(text, "faultd_journal_fsync_seconds_count", &[]),
+    }
+}
+
+/// What one call cost on the server between two snapshots: (handling ms, fdatasync ms,
+/// fdatasyncs), or None if the snapshots do not bracket exactly one call of the method.
+fn one_call(before: Snap, after: Snap) -> Option<(f64, f64, f64)> {
+    (after.count - before.count == 1.0).then_some((
+        (after.sum - before.sum) * 1e3,
+        (after.fsync_sum - before.fsync_sum) * 1e3,
+        after.fsync_count - before.fsync_count,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// the baseline: what upstream chaos-daemon runs per rule
+
+const TBF_ARGS: [&str; 8] = [
+    "root", "tbf", "rate", "1mbit", "burst", "10000", "limit", "20000",
+];
+
+fn shell_apply(pid: u32) -> Result<Duration, String> {
+    let t = Instant::now();
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "d0",
+        ])
+        .args(TBF_ARGS)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let d = t.elapsed();
+    if out.status.success() {
+        Ok(d)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn shell_recover(pid: u32) -> Result<Duration, String> {
+    let t = Instant::now();
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "tc",
+            "qdisc",
+            "del",
+            "dev",
+            "d0",
+            "root",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let d = t.elapsed();
+    if out.status.success() {
+        Ok(d)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn apply_req(pid: u32) -> api::ApplyFaultRequest {
+    api::ApplyFaultRequest {
+        ttl_seconds: 600,
+        lease_id: String::new(),
+        target_pid: pid,
+        fault: Some(api::apply_fault_request::Fault::SetTcs(tbf_request(
+            "d0", "1mbit",
+        ))),
+    }
+}
+
+/// `n` namespaces made on a few threads (each takes a handful of `ip` runs).
+fn make_netns(tag: &str, n: usize) -> Vec<Netns> {
+    let out = Mutex::new(Vec::with_capacity(n));
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4.min(n.max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let ns = Netns::new(&format!("{tag}{i}"));
+                out.lock().unwrap().push((i, ns));
+            });
+        }
+    });
+    let mut v = out.into_inner().unwrap();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, ns)| ns).collect()
+}
+
+/// Namespaces in `all` that carry a faultd qdisc (checked on a few threads).
+fn with_residue(all: &[Netns]) -> Vec<String> {
+    let bad = Mutex::new(Vec::new());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(ns) = all.get(i) else { break };
+                if ns.has_faultd_qdisc() {
+                    bad.lock().unwrap().push(ns.name.clone());
+                }
+            });
+        }
+    });
+    bad.into_inner().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// SetTcs latency
+
+#[tokio::test]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_settcs_latency() {
+    let iters = env_usize("FAULTD_BENCH_ITERS", 400).max(2);
+    let warmup = 3;
+    let state = tempdir();
+    let ns = Netns::new("bench-lat");
+    let pid = ns.pid();
+    let before = ns.qdisc_dump();
+    let mut d = BenchDaemon::spawn(&state.path().join("state"));
+    let (unix, _) = d.ready().await;
+    let tcp = d.tcp_channel().await;
+    let mut unix_c = faults(&unix);
+    let mut tcp_c = faults(&tcp);
+
+    #[derive(Default)]
+    struct Samples {
+        apply: Vec<f64>,
+        recover: Vec<f64>,
+        apply_srv: Vec<f64>,
+        recover_srv: Vec<f64>,
+        /// Client-observed apply in the iterations that scrape (diagnostic only).
+        apply_scraped: Vec<f64>,
+        /// Server-side time minus the journal's fdatasyncs in that call.
+        apply_nojournal: Vec<f64>,
+        recover_nojournal: Vec<f64>,
+        /// fdatasyncs per call.
+        apply_fsyncs: Vec<f64>,
+        recover_fsyncs: Vec<f64>,
+    }
+    // Mean fdatasync time in each scraped call that synced (ms per fdatasync).
+    let mut fsync_each: Vec<f64> = Vec::new();
+    let (mut su, mut st, mut sh) = (Samples::default(), Samples::default(), Samples::default());
+    let m0 = d.metrics().await;
+    let fsync0 = (
+        metric(&m0, "faultd_journal_fsync_seconds_sum", &[]),
+        metric(&m0, "faultd_journal_fsync_seconds_count", &[]),
+    );
+    let mut srv_mismatch = 0;
+    for i in 0..warmup + iters {
+        let keep = i >= warmup;
+        // All six orders of the three variants in turn, so each one follows each other one
+        // equally often (a call right after the ~3 ms shell-out finds the daemon's threads
+        // parked; always running the same variant there would bias it).
+        const ORDERS: [[usize; 3]; 6] = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
+        for variant in ORDERS[(i / 2) % 6] {
+            match variant {
+                0 | 1 => {
+                    let via_unix = variant == 0;
+                    let c = if via_unix { &mut unix_c } else { &mut tcp_c };
+                    let s = if via_unix { &mut su } else { &mut st };
+                    // Every other iteration reads /metrics around each call for the server-side
+                    // time; the client-observed samples come from the iterations without any
+                    // scrape, so the scrapes cannot perturb them.
+                    let scrape = i % 2 == 1;
+                    let m_a = if scrape {
+                        snap(&d.metrics().await, "ApplyFault")
+                    } else {
+                        Snap::default()
+                    };
+                    let t = Instant::now();
+                    let f = c
+                        .apply_fault(apply_req(pid))
+                        .await
+                        .unwrap_or_else(|e| panic!("ApplyFault #{i}: {e}"))
+                        .into_inner();
+                    let apply = t.elapsed();
+                    assert_eq!(f.phase, api::Phase::Applied as i32, "{f:?}");
+                    if i == 0 {
+                        assert!(ns.has_faultd_qdisc(), "{}", ns.qdisc_dump());
+                    }
+                    let (h_a, h_r) = if scrape {
+                        let m_b = d.metrics().await;
+                        (snap(&m_b, "ApplyFault"), snap(&m_b, "RevokeFault"))
+                    } else {
+                        (Snap::default(), Snap::default())
+                    };
+                    let t = Instant::now();
+                    let r = c
+                        .revoke_fault(api::RevokeFaultRequest { id: f.id.clone() })
+                        .await
+                        .unwrap_or_else(|e| panic!("RevokeFault #{i}: {e}"))
+                        .into_inner();
+                    let recover = t.elapsed();
+                    assert_eq!(r.phase, api::Phase::Reverted as i32, "{r:?}");
+                    if !keep {
+                        continue;
+                    }
+                    if !scrape {
+                        s.apply.push(ms(apply));
+                        s.recover.push(ms(recover));
+                        continue;
+                    }
+                    let h_r2 = snap(&d.metrics().await, "RevokeFault");
+                    s.apply_scraped.push(ms(apply));
+                    // Exactly one call between two scrapes: the deltas are its own.
+                    match (one_call(m_a, h_a), one_call(h_r, h_r2)) {
+                        (Some(a), Some(r)) => {
+                            s.apply_srv.push(a.0);
+                            s.apply_nojournal.push(a.0 - a.1);
+                            s.apply_fsyncs.push(a.2);
+                            s.recover_srv.push(r.0);
+                            s.recover_nojournal.push(r.0 - r.1);
+                            s.recover_fsyncs.push(r.2);
+                            if a.2 > 0.0 {
+                                fsync_each.push(a.1 / a.2);
+                            }
+                            if r.2 > 0.0 {
+                                fsync_each.push(r.1 / r.2);
+                            }
+                        }
+                        _ => srv_mismatch += 1,
+                    }
+                }
+                _ => {
+                    let a = shell_apply(pid).unwrap_or_else(|e| panic!("tc replace #{i}: {e}"));
+                    let r = shell_recover(pid).unwrap_or_else(|e| panic!("tc del #{i}: {e}"));
+                    if keep {
+                        sh.apply.push(ms(a));
+                        sh.recover.push(ms(r));
+                    }
+                }
+            }
+        }
+    }
+    let m1 = d.metrics().await;
+    let fsyncs = (
+        metric(&m1, "faultd_journal_fsync_seconds_sum", &[]) - fsync0.0,
+        metric(&m1, "faultd_journal_fsync_seconds_count", &[]) - fsync0.1,
+    );
+    d.assert_alive();
+    assert!(!ns.has_faultd_qdisc(), "residue: {}", ns.qdisc_dump());
+    assert_eq!(ns.qdisc_dump(), before, "recover must restore the root");
+    assert_eq!(srv_mismatch, 0, "metrics saw other calls between scrapes");
+
+    // Server-side numbers do not depend on the transport: both faultd variants' scraped calls.
+    let both = |f: fn(&Samples) -> &Vec<f64>| [f(&su).as_slice(), f(&st).as_slice()].concat();
+    let (ua, ur) = (Stats::of(&su.apply), Stats::of(&su.recover));
+    let (ta, tr) = (Stats::of(&st.apply), Stats::of(&st.recover));
+    let sa = Stats::of(&both(|s| &s.apply_srv));
+    let sr = Stats::of(&both(|s| &s.recover_srv));
+    let na = Stats::of(&both(|s| &s.apply_nojournal));
+    let nr = Stats::of(&both(|s| &s.recover_nojournal));
+    let fa = Stats::of(&both(|s| &s.apply_fsyncs));
+    let fr = Stats::of(&both(|s| &s.recover_fsyncs));
+    let (ba, br) = (Stats::of(&sh.apply), Stats::of(&sh.recover));
+    let shell = "nsenter + tc qdisc replace";
+    let shell_del = "nsenter + tc qdisc del";
+    let fsync_ms = if fsyncs.1 > 0.0 {
+        fsyncs.0 / fsyncs.1 * 1e3
+    } else {
+        0.0
+    };
+    let journal = json!({"fdatasync_mean_ms": r4(fsync_ms), "fdatasyncs": fsyncs.1,
+                         "fdatasyncs_per_apply_mean": r4(fa.mean),
+                         "fdatasyncs_per_recover_mean": r4(fr.mean)});
+    let source = "per call: delta of chaos_daemon_grpc_server_handling_seconds_sum between \
+                  /metrics scrapes bracketing it (unix and TCP calls)";
+    row(
+        "settcs_apply_p50",
+        "SetTcs apply p50, client (admin unix socket)",
+        "ms",
+        ua.p50,
+    )
+    .baseline(ba.p50, shell)
+    .target(Target::RatioAtLeast(20.0))
+    .extra(
+        json!({"iterations": iters, "faultd": ua.json(), "baseline": ba.json(),
+                      "faultd_in_scraped_iterations": Stats::of(&su.apply_scraped).json()}),
+    )
+    .print();
+    row(
+        "settcs_apply_p99",
+        "SetTcs apply p99, client (admin unix socket)",
+        "ms",
+        ua.p99,
+    )
+    .baseline(ba.p99, shell)
+    .print();
+    row(
+        "settcs_apply_tcp_p50",
+        "SetTcs apply p50, client (gRPC TCP)",
+        "ms",
+        ta.p50,
+    )
+    .baseline(ba.p50, shell)
+    .extra(json!({"faultd": ta.json()}))
+    .print();
+    row(
+        "settcs_apply_tcp_p99",
+        "SetTcs apply p99, client (gRPC TCP)",
+        "ms",
+        ta.p99,
+    )
+    .baseline(ba.p99, shell)
+    .print();
+    row(
+        "settcs_apply_server_p50",
+        "SetTcs apply p50, server-side",
+        "ms",
+        sa.p50,
+    )
+    .baseline(ba.p50, shell)
+    .target(Target::AtMost(1.0))
+    .extra(json!({"faultd": sa.json(), "source": source, "journal": journal}))
+    .print();
+    row(
+        "settcs_apply_server_p99",
+        "SetTcs apply p99, server-side",
+        "ms",
+        sa.p99,
+    )
+    .baseline(ba.p99, shell)
+    .print();
+    row(
+        "settcs_apply_server_nojournal_p50",
+        "SetTcs apply p50, server-side without its fdatasyncs",
+        "ms",
+        na.p50,
+    )
+    .baseline(ba.p50, shell)
+    .extra(json!({"faultd": na.json(), "fdatasyncs_per_call": fa.json()}))
+    .print();
+    row(
+        "settcs_recover_p50",
+        "SetTcs recover p50, client (admin unix socket)",
+        "ms",
+        ur.p50,
+    )
+    .baseline(br.p50, shell_del)
+    .target(Target::RatioAtLeast(20.0))
+    .extra(json!({"faultd": ur.json(), "tcp": tr.json(), "baseline": br.json()}))
+    .print();
+    row(
+        "settcs_recover_p99",
+        "SetTcs recover p99, client (admin unix socket)",
+        "ms",
+        ur.p99,
+    )
+    .baseline(br.p99, shell_del)
+    .print();
+    row(
+        "settcs_recover_server_p50",
+        "SetTcs recover p50, server-side",
+        "ms",
+        sr.p50,
+    )
+    .baseline(br.p50, shell_del)
+    .target(Target::AtMost(1.0))
+    .extra(json!({"faultd": sr.json()}))
+    .print();
+    row(
+        "settcs_recover_server_p99",
+        "SetTcs recover p99, server-side",
+        "ms",
+        sr.p99,
+    )
+    .baseline(br.p99, shell_del)
+    .print();
+    row(
+        "settcs_recover_server_nojournal_p50",
+        "SetTcs recover p50, server-side without its fdatasyncs",
+        "ms",
+        nr.p50,
+    )
+    .baseline(br.p50, shell_del)
+    .extra(json!({"faultd": nr.json(), "fdatasyncs_per_call": fr.json()}))
+    .print();
+    if !fsync_each.is_empty() {
+        let fe = Stats::of(&fsync_each);
+        row(
+            "journal_fdatasync_p50",
+            "journal fdatasync p50 inside SetTcs (faultd_journal_fsync_seconds)",
+            "ms",
+            fe.p50,
+        )
+        .extra(json!({"per_fdatasync": fe.json(), "journal": journal}))
+        .print();
+    }
+    drop(d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// fan-out: one request to each of N namespaces from C concurrent clients
+
+struct FanResult {
+    total: Duration,
+    errors: usize,
+    latencies: Vec<f64>,
+    ids: Vec<String>,
+}
+
+async fn fan_apply(socket: &Path, pids: &[u32], clients: usize) -> FanResult {
+    let next = Arc::new(AtomicUsize::new(0));
+    let pids = Arc::new(pids.to_vec());
+    let mut chans = Vec::new();
+    for _ in 0..clients {
+        chans.push(faultd::ctl::connect_unix(socket).await.unwrap());
+    }
+    let t0 = Instant::now();
+    let tasks: Vec<_> = chans
+        .into_iter()
+        .map(|ch| {
+            let (next, pids) = (next.clone(), pids.clone());
+            tokio::spawn(async move {
+                let mut c = faults(&ch);
+                let (mut lat, mut ids, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&pid) = pids.get(i) else { break };
+                    let t = Instant::now();
+                    match c.apply_fault(apply_req(pid)).await {
+                        Ok(f) if f.get_ref().phase == api::Phase::Applied as i32 => {
+                            lat.push(ms(t.elapsed()));
+                            ids.push(f.into_inner().id);
+                        }
+                        Ok(f) => errors.push(format!("pid {pid}: {:?}", f.into_inner())),
+                        Err(e) => errors.push(format!("pid {pid}: {e}")),
+                    }
+                }
+                (lat, ids, errors)
+            })
+        })
+        .collect();
+    let mut r = FanResult {
+        total: Duration::ZERO,
+        errors: 0,
+        latencies: Vec::new(),
+        ids: Vec::new(),
+    };
+    for t in tasks {
+        let (lat, ids, errors) = t.await.unwrap();
+        for e in &errors {
+            eprintln!("fan-out apply error: {e}");
+        }
+        r.errors += errors.len();
+        r.latencies.extend(lat);
+        r.ids.extend(ids);
+    }
+    r.total = t0.elapsed();
+    r
+}
+
+async fn fan_revoke(socket: &Path, ids: &[String], clients: usize) -> (Duration, usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let ids = Arc::new(ids.to_vec());
+    let mut chans = Vec::new();
+    for _ in 0..clients {
+        chans.push(faultd::ctl::connect_unix(socket).await.unwrap());
+    }
+    let t0 = Instant::now();
+    let tasks: Vec<_> = chans
+        .into_iter()
+        .map(|ch| {
+            let (next, ids) = (next.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut c = faults(&ch);
+                let mut errors = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
+                    match c
+                        .revoke_fault(api::RevokeFaultRequest { id: id.clone() })
+                        .await
+                    {
+                        Ok(f) if f.get_ref().phase == api::Phase::Reverted as i32 => {}
+                        Ok(f) => {
+                            eprintln!("fan-out revoke {id}: {:?}", f.into_inner());
+                            errors += 1;
+                        }
+                        Err(e) => {
+                            eprintln!("fan-out revoke {id}: {e}");
+                            errors += 1;
+                        }
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await.unwrap();
+    }
+    (t0.elapsed(), errors)
+}
+
+/// The baseline fan-out: `clients` threads running the shell-out per namespace.
+fn shell_fan(
+    pids: &[u32],
+    clients: usize,
+    f: fn(u32) -> Result<Duration, String>,
+) -> (Duration, usize, Vec<f64>) {
+    let next = AtomicUsize::new(0);
+    let errors = AtomicUsize::new(0);
+    let lat = Mutex::new(Vec::new());
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&pid) = pids.get(i) else { break };
+                match f(pid) {
+                    Ok(d) => lat.lock().unwrap().push(ms(d)),
+                    Err(e) => {
+                        eprintln!("baseline fan-out pid {pid}: {e}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    (t0.elapsed(), errors.into_inner(), lat.into_inner().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_fanout_netns() {
+    let n = env_usize("FAULTD_BENCH_NETNS", 200);
+    let clients = env_usize("FAULTD_BENCH_CLIENTS", 20).max(1);
+    let rounds = env_usize("FAULTD_BENCH_ROUNDS", 3).max(1);
+    let t_setup = Instant::now();
+    let all = make_netns("bench-fan", n);
+    let setup = t_setup.elapsed();
+    let pids: Vec<u32> = all.iter().map(|ns| ns.pid()).collect();
+    let state = tempdir();
+    let mut d = BenchDaemon::spawn(&state.path().join("state"));
+    let _ = d.ready().await;
+    let rss_start = d.mib("VmRSS");
+
+    let (mut f_apply, mut f_recover, mut b_apply, mut b_recover) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut f_lat, mut b_lat) = (Vec::new(), Vec::new());
+    let (mut errors, mut b_errors, mut residue) = (0, 0, Vec::new());
+    for round in 0..rounds {
+        for step in 0..2 {
+            if (round + step) % 2 == 0 {
+                let r = fan_apply(&d.socket, &pids, clients).await;
+                errors += r.errors;
+                d.assert_alive();
+                let applied = with_residue(&all).len();
+                if applied != n {
+                    eprintln!("round {round}: only {applied}/{n} namespaces carry the fault");
+                    errors += n - applied;
+                }
+                f_apply.push(ms(r.total));
+                f_lat.extend(r.latencies);
+                let (took, e) = fan_revoke(&d.socket, &r.ids, clients).await;
+                errors += e;
+                f_recover.push(ms(took));
+                residue.extend(with_residue(&all));
+            } else {
+                let (took, e, lat) = shell_fan(&pids, clients, shell_apply);
+                b_errors += e;
+                b_apply.push(ms(took));
+                b_lat.extend(lat);
+                let (took, e, _) = shell_fan(&pids, clients, shell_recover);
+                b_errors += e;
+                b_recover.push(ms(took));
+            }
+        }
+    }
+    d.assert_alive();
+    let peak = d.mib("VmHWM");
+    let rss_end = d.mib("VmRSS");
+    drop(d);
+
+    let (fl, bl) = (Stats::of(&f_lat), Stats::of(&b_lat));
+    let sizes = json!({"netns": n, "clients": clients, "rounds": rounds,
+                       "netns_setup_s": r4(setup.as_secs_f64())});
+    row(
+        "fanout_apply_total",
+        "fan-out apply: total time (median of rounds)",
+        "ms",
+        median(&f_apply),
+    )
+    .baseline(median(&b_apply), "nsenter + tc replace, same concurrency")
+    .extra(json!({"sizes": sizes, "faultd_rounds": f_apply, "baseline_rounds": b_apply}))
+    .print();
+    row(
+        "fanout_apply_rpc_p50",
+        "fan-out apply: per request p50 under load",
+        "ms",
+        fl.p50,
+    )
+    .baseline(bl.p50, "nsenter + tc replace")
+    .extra(json!({"faultd": fl.json(), "baseline": bl.json()}))
+    .print();
+    row(
+        "fanout_apply_rpc_p99",
+        "fan-out apply: per request p99 under load",
+        "ms",
+        fl.p99,
+    )
+    .baseline(bl.p99, "nsenter + tc replace")
+    .print();
+    row(
+        "fanout_recover_total",
+        "fan-out recover all: total time (median of rounds)",
+        "ms",
+        median(&f_recover),
+    )
+    .baseline(median(&b_recover), "nsenter + tc del, same concurrency")
+    .extra(json!({"faultd_rounds": f_recover, "baseline_rounds": b_recover}))
+    .print();
+    row(
+        "fanout_errors",
+        "fan-out errors (apply + recover + residue)",
+        "",
+        (errors + residue.len()) as f64,
+    )
+    .target(Target::Exactly(0.0))
+    .extra(json!({"baseline_errors": b_errors, "residue": residue}))
+    .print();
+    row(
+        "fanout_peak_rss",
+        "fan-out daemon peak RSS (VmHWM)",
+        "MiB",
+        peak,
+    )
+    .target(Target::AtMost(40.0))
+    .extra(json!({"rss_at_start_mib": r4(rss_start), "rss_at_end_mib": r4(rss_end)}))
+    .print();
+    // Real failures fail the test (after every row is printed and everything is cleaned up).
+    assert_eq!(errors, 0, "fan-out errors");
+    assert!(residue.is_empty(), "residue after recover: {residue:?}");
+    assert_eq!(b_errors, 0, "baseline errors");
+    drop(all);
+}
+
+// ---------------------------------------------------------------------------------------------
+// journal and start-up
+
+/// A real record: a tbf fault applied to a namespace and revoked through a real daemon, read back
+/// from its journal (the final, reverted snapshot).
+async fn harvest_record() -> FaultRecord<FaultEffect> {
+    let state = tempdir();
+    let dir = state.path().join("state");
+    let ns = Netns::new("bench-rec");
+    let id = {
+        let mut d = BenchDaemon::spawn(&dir);
+        let (ch, _) = d.ready().await;
+        let f = faults(&ch)
+            .apply_fault(apply_req(ns.pid()))
+            .await
+            .unwrap()
+            .into_inner();
+        faults(&ch)
+            .revoke_fault(api::RevokeFaultRequest { id: f.id.clone() })
+            .await
+            .unwrap();
+        f.id
+    };
+    let (_j, recs) = Journal::<FaultRecord<FaultEffect>>::open(&dir).unwrap();
+    let rec = recs
+        .into_iter()
+        .rev()
+        .find(|r| r.id == id)
+        .expect("the fault is in the journal");
+    assert_eq!(rec.phase, Phase::Reverted, "{rec:?}");
+    rec
+}
+
+/// The four snapshots the engine journals for one fault (intent, applied, reverting, reverted),
+/// made from `template` with id number `k`.
+fn life_cycle(template: &FaultRecord<FaultEffect>, k: usize) -> [FaultRecord<FaultEffect>; 4] {
+    let mut r = template.clone();
+    r.id = format!("00000000-bench-4000-8000-{k:012x}");
+    r.created_unix_ms = template.created_unix_ms + k as i64;
+    let mut intent = r.clone();
+    intent.phase = Phase::Intent;
+    intent.applied_unix_ms = 0;
+    intent.ended_unix_ms = 0;
+    intent.end_reason = None;
+    let mut applied = intent.clone();
+    applied.phase = Phase::Applied;
+    applied.applied_unix_ms = r.created_unix_ms + 1;
+    let mut reverting = applied.clone();
+    reverting.phase = Phase::Reverting;
+    let mut reverted = applied.clone();
+    reverted.phase = Phase::Reverted;
+    reverted.ended_unix_ms = r.created_unix_ms + 60_000;
+    reverted.end_reason = Some(EndReason::Request);
+    [intent, applied, reverting, reverted]
+}
+
+#[tokio::test]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_journal_append() {
+    let n = env_usize("FAULTD_BENCH_APPENDS", 2000);
+    let template = harvest_record().await;
+    let dir = tempdir();
+    let jdir = dir.path().join("journal");
+    std::fs::create_dir_all(&jdir).unwrap();
+    let (mut j, _) = Journal::<FaultRecord<FaultEffect>>::open(&jdir).unwrap();
+    let size = serde_json::to_vec(&life_cycle(&template, 0)[1])
+        .unwrap()
+        .len();
+    // Baseline: the bare minimum for durability, the same bytes written to an O_APPEND file and
+    // fdatasync'ed, on the same filesystem.
+    let raw_path = dir.path().join("raw.log");
+    let raw = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&raw_path)
+        .unwrap();
+    let line = vec![b'x'; size + 20];
+    let (mut jl, mut rl) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + 10 {
+        let recs = life_cycle(&template, i);
+        let rec = &recs[i % 4];
+        let journal = |jl: &mut Vec<f64>, j: &mut Journal<_>| {
+            let t = Instant::now();
+            j.append(rec).unwrap();
+            if i >= 10 {
+                jl.push(ms(t.elapsed()));
+            }
+        };
+        let bare = |rl: &mut Vec<f64>| {
+            let t = Instant::now();
+            (&raw).write_all(&line).unwrap();
+            nix::unistd::fdatasync(&raw).unwrap();
+            if i >= 10 {
+                rl.push(ms(t.elapsed()));
+            }
+        };
+        if i % 2 == 0 {
+            journal(&mut jl, &mut j);
+            bare(&mut rl);
+        } else {
+            bare(&mut rl);
+            journal(&mut jl, &mut j);
+        }
+    }
+    let (js, rs) = (Stats::of(&jl), Stats::of(&rl));
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&jdir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let extra = json!({"appends": n, "record_bytes": size, "filesystem": fs,
+                       "dir": bench_dir(), "journal": js.json(), "baseline": rs.json()});
+    row(
+        "journal_append_p50",
+        "journal append p50 (with fdatasync)",
+        "ms",
+        js.p50,
+    )
+    .baseline(rs.p50, "bare write + fdatasync")
+    .extra(extra)
+    .print();
+    row(
+        "journal_append_p99",
+        "journal append p99 (with fdatasync)",
+        "ms",
+        js.p99,
+    )
+    .baseline(rs.p99, "bare write + fdatasync")
+    .print();
+}
+
+#[tokio::test]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_startup_to_ready() {
+    let records = env_usize("FAULTD_BENCH_RECORDS", 10_000);
+    let starts = env_usize("FAULTD_BENCH_STARTS", 5).max(1);
+    let template = harvest_record().await;
+    // A journal of `records` real records: records/4 faults, each applied then revoked.
+    let tmpl_dir = tempdir();
+    {
+        let (mut j, _) = Journal::<FaultRecord<FaultEffect>>::open(tmpl_dir.path()).unwrap();
+        let recs: Vec<_> = (0..records.div_ceil(4))
+            .flat_map(|k| life_cycle(&template, k))
+            .take(records)
+            .collect();
+        j.append_many(&recs).unwrap();
+    }
+    let journal = tmpl_dir.path().join(faultd::journal::JOURNAL_FILE);
+    let journal_bytes = std::fs::metadata(&journal).unwrap().len();
+
+    let (mut empty, mut full) = (Vec::new(), Vec::new());
+    let mut listed = 0;
+    for i in 0..starts * 2 {
+        let with_records = i % 2 == 1;
+        let dir = tempdir();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        if with_records {
+            std::fs::copy(&journal, state.join(faultd::journal::JOURNAL_FILE)).unwrap();
+            // Cold-ish: the copy is in the page cache either way; make it durable first so the
+            // daemon's own fsyncs do not pay for it.
+            std::fs::File::open(state.join(faultd::journal::JOURNAL_FILE))
+                .unwrap()
+                .sync_all()
+                .unwrap();
+        }
+        let mut d = BenchDaemon::spawn(&state);
+        let (ch, took) = d.ready().await;
+        if with_records {
+            full.push(ms(took));
+            // The records were read, not dropped as corrupt: ended faults are listed.
+            listed = faults(&ch)
+                .list_faults(api::ListFaultsRequest {
+                    include_ended: true,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .faults
+                .len();
+            assert!(
+                listed > 0 || records == 0,
+                "no ended fault listed after replay"
+            );
+            let corrupt: Vec<_> = std::fs::read_dir(&state)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+                .collect();
+            assert!(
+                corrupt.is_empty(),
+                "journal replay dropped records: {corrupt:?}"
+            );
+        } else {
+            empty.push(ms(took));
+        }
+        drop(d);
+    }
+    row(
+        "ready_empty",
+        "start-up to ready, empty journal (median)",
+        "ms",
+        median(&empty),
+    )
+    .target(Target::AtMost(100.0))
+    .extra(json!({"starts": empty, "measured": "spawn -> admin socket answers ListFaults"}))
+    .print();
+    let id = "ready_records";
+    let name = format!("start-up to ready, {records} journal records (median)");
+    row(id, &name, "ms", median(&full))
+        .target(Target::AtMost(1000.0))
+        .extra(
+            json!({"starts": full, "records": records, "journal_bytes": journal_bytes,
+                      "ended_faults_listed_after": listed}),
+        )
+        .print();
+}
+
+// ---------------------------------------------------------------------------------------------
+// footprint
+
+#[tokio::test]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_memory_and_size() {
+    let rpcs = env_usize("FAULTD_BENCH_RPCS", 10_000);
+    let state = tempdir();
+    let ns = Netns::new("bench-mem");
+    let mut d = BenchDaemon::spawn(&state.path().join("state"));
+    let (ch, _) = d.ready().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = d.mib("VmRSS");
+    let mut c = faults(&ch);
+    let f = c
+        .apply_fault(apply_req(ns.pid()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lat = Vec::with_capacity(rpcs);
+    for i in 0..rpcs {
+        let t = Instant::now();
+        if i % 2 == 0 {
+            let l = c
+                .list_faults(api::ListFaultsRequest {
+                    include_ended: true,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(l.faults.len(), 1);
+        } else {
+            c.get_fault(api::GetFaultRequest { id: f.id.clone() })
+                .await
+                .unwrap();
+        }
+        lat.push(ms(t.elapsed()));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = d.mib("VmRSS");
+    let hwm = d.mib("VmHWM");
+    c.revoke_fault(api::RevokeFaultRequest { id: f.id })
+        .await
+        .unwrap();
+    d.assert_alive();
+    drop(d);
+    assert!(!ns.has_faultd_qdisc());
+    let ls = Stats::of(&lat);
+    row("idle_rss", "idle RSS after start-up (VmRSS)", "MiB", idle)
+        .target(Target::AtMost(15.0))
+        .print();
+    let name = format!("RSS after {rpcs} RPCs (VmRSS)");
+    row("rss_after_rpcs", &name, "MiB", after)
+        .target(Target::AtMost(15.0))
+        .extra(json!({"rpcs": rpcs, "vmhwm_mib": r4(hwm)}))
+        .print();
+    row(
+        "read_rpc_p50",
+        "ListFaults/GetFault p50, client (admin unix socket)",
+        "ms",
+        ls.p50,
+    )
+    .extra(json!({"rpc": ls.json()}))
+    .print();
+
+    let bin = Path::new(env!("CARGO_BIN_EXE_faultd"));
+    let size = std::fs::metadata(bin).unwrap().len() as f64 / (1024.0 * 1024.0);
+    let file = Command::new("file")
+        .arg("-b")
+        .arg(bin)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    row(
+        "binary_size",
+        "binary size (faultd, this profile)",
+        "MiB",
+        size,
+    )
+    .extra(json!({"path": bin, "file": file, "stripped": file.contains(", stripped")}))
+    .print();
+}
