@@ -491,3 +491,124 @@ async fn bad_network_input_gets_clear_statuses() {
         .await
         .unwrap();
 }
+
+fn ctl(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faultd"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "host tier: needs root; run by tests/run-all.sh"]
+async fn ctl_end_to_end_apply_with_ttl_list_expire_doctor_halt() {
+    let state = tempfile::tempdir().unwrap();
+    let ns = Netns::new("ctl");
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    d.ready().await;
+    let pid = ns.pid().to_string();
+    let applied = ctl(
+        &d.socket,
+        &[
+            "bandwidth",
+            "--pid",
+            &pid,
+            "--device",
+            "d0",
+            "--rate",
+            "1mbit",
+            "--ttl",
+            "2s",
+        ],
+    );
+    assert!(
+        applied.contains("applied") && applied.contains("tbf"),
+        "{applied}"
+    );
+    assert!(ns.has_faultd_qdisc());
+    let table = ctl(&d.socket, &["list"]);
+    assert!(table.lines().next().unwrap().starts_with("ID"), "{table}");
+    assert!(
+        table.contains("applied") && table.contains("in "),
+        "{table}"
+    );
+    // Watch it expire.
+    let t0 = Instant::now();
+    while ns.has_faultd_qdisc() {
+        assert!(t0.elapsed() < Duration::from_secs(4), "not expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ctl(&d.socket, &["--output", "json", "list", "--all"])).unwrap();
+    let f = &json.as_array().unwrap()[0];
+    assert_eq!(
+        (f["phase"].as_str(), f["end_reason"].as_str()),
+        (Some("reverted"), Some("expiry")),
+        "{json}"
+    );
+    let doctor = ctl(&d.socket, &["doctor"]);
+    assert!(doctor.contains("ok   journal"), "{doctor}");
+    let doctor_json: serde_json::Value =
+        serde_json::from_str(&ctl(&d.socket, &["--output", "json", "doctor"])).unwrap();
+    assert!(
+        doctor_json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "journal"),
+        "{doctor_json}"
+    );
+    // Apply two, halt them all.
+    ctl(
+        &d.socket,
+        &[
+            "bandwidth",
+            "--pid",
+            &pid,
+            "--device",
+            "d0",
+            "--rate",
+            "2mbit",
+            "--ttl",
+            "5m",
+        ],
+    );
+    assert!(ns.has_faultd_qdisc());
+    let halted = ctl(&d.socket, &["halt-all"]);
+    assert!(halted.starts_with("rolled back 1, failed 0"), "{halted}");
+    assert!(!ns.has_faultd_qdisc());
+    // Bad input: a clear one-line error and a non-zero exit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faultd"))
+        .args([
+            "ctl",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "bandwidth",
+            "--pid",
+            &pid,
+            "--device",
+            "bad/dev",
+            "--rate",
+            "1mbit",
+            "--ttl",
+            "1m",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidArgument")
+            || String::from_utf8_lossy(&out.stderr).contains("invalid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
