@@ -21,7 +21,7 @@ exec 8>"$CACHE/.setup.lock"
 flock -n 8 || { log "waiting for another setup.sh"; flock 8; }
 
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio containerd runc stress-ng nftables iputils-ping
-          iproute2 e2fsprogs python3 util-linux coreutils gzip)
+          iproute2 e2fsprogs python3 util-linux coreutils gzip curl openssl)
 APT_UPDATED=
 apt_update() { [ -n "$APT_UPDATED" ] || { apt-get update -qq; APT_UPDATED=1; }; }
 
