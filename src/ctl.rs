@@ -250,8 +250,8 @@ fn print_faults(out: Output, faults: &[api::Fault]) {
         return;
     }
     println!(
-        "{:<36}  {:<10}  {:<9}  {:<22}  {:<10}  {:<10}  {}",
-        "ID", "KIND", "PHASE", "TARGET", "SINCE", "UNTIL", "SUMMARY"
+        "{:<36}  {:<10}  {:<9}  {:<22}  {:<10}  {:<10}  SUMMARY",
+        "ID", "KIND", "PHASE", "TARGET", "SINCE", "UNTIL"
     );
     for f in faults {
         let t = f.target.clone().unwrap_or_default();

@@ -62,17 +62,11 @@ pub fn network_namespaces() -> Vec<(NsId, Namespace, String)> {
             );
         }
     }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let name = e.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            consider(e.path().join("ns/net"), format!("pid {pid}"));
-        }
+    for pid in crate::process::pids() {
+        consider(
+            std::path::PathBuf::from(format!("/proc/{pid}/ns/net")),
+            format!("pid {pid}"),
+        );
     }
     out
 }

@@ -110,6 +110,16 @@ impl NetnsRef {
     pub fn find(&self) -> Option<Namespace> {
         crate::ns::find(self.id, NsKind::Net, Some(self.holder_pid))
     }
+
+    /// Where a fault in this namespace lives: the host's namespace survives pods (and is
+    /// checked after a reboot), a pod's goes with it.
+    pub fn scope(&self) -> Scope {
+        if self.host {
+            Scope::Host
+        } else {
+            Scope::Netns
+        }
+    }
 }
 
 /// A qdisc tree on one device: the fault record's effect.
@@ -154,11 +164,7 @@ impl crate::engine::Effect for QdiscFault {
     }
 
     fn scope(&self) -> Scope {
-        if self.netns.host {
-            Scope::Host
-        } else {
-            Scope::Netns
-        }
+        self.netns.scope()
     }
 
     fn summary(&self) -> String {
@@ -410,16 +416,9 @@ pub fn plan(rules: &[TcRule]) -> Result<Vec<DevicePlan>, NetError> {
     Ok(plans)
 }
 
-/// Linux interface names: 1..=15 bytes, no '/', ':', whitespace or NUL, not "." or "..".
+/// Linux interface names (see [`crate::tc::qdisc::valid_ifname`]).
 pub fn validate_device(name: &str) -> Result<(), NetError> {
-    let bad = name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
-    if bad {
+    if !crate::tc::qdisc::valid_ifname(name) {
         return Err(NetError::Tc(TcError::InvalidArgument {
             field: "device",
             value: name.to_string(),

@@ -195,16 +195,13 @@ pub fn find(id: NsId, kind: NsKind, hint_pid: Option<u32>) -> Option<Namespace> 
             }
         }
     }
-    let procs = std::fs::read_dir("/proc").ok()?;
-    for e in procs.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if let Some(ns) = from_path(Path::new("/proc").join(pid).join("ns").join(kind.file())) {
+    for pid in crate::process::pids() {
+        if let Some(ns) = from_path(
+            Path::new("/proc")
+                .join(pid.to_string())
+                .join("ns")
+                .join(kind.file()),
+        ) {
             return Some(ns);
         }
     }

@@ -73,22 +73,55 @@ pub fn gopsutil_create_time_ms(start_ticks: u64, clk_tck: u64, btime_secs: u64) 
     ((start_ticks / clk + btime_secs) * 1000) as i64
 }
 
-/// Extracts field 22 (starttime) from a `/proc/<pid>/stat` line. The command name (field 2) may
+/// Field `n` (1-based, `n >= 3`) of a `/proc/<pid>/stat` line. The command name (field 2) may
 /// hold spaces and parentheses, so fields are counted after the last `)`.
-pub fn parse_start_ticks(stat: &str) -> Result<u64, ProcessError> {
-    let close = stat.rfind(')').ok_or_else(|| ProcessError::Parse {
-        what: "/proc/<pid>/stat",
-        detail: "no ')' after the command name".into(),
-    })?;
-    // After ")" come fields 3.. ; starttime is field 22, i.e. the 20th field after the comm.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    let close = stat.rfind(')')?;
     stat[close + 1..]
         .split_ascii_whitespace()
-        .nth(19)
+        .nth(n.checked_sub(3)?)
+}
+
+/// Extracts field 22 (starttime) from a `/proc/<pid>/stat` line.
+pub fn parse_start_ticks(stat: &str) -> Result<u64, ProcessError> {
+    if !stat.contains(')') {
+        return Err(ProcessError::Parse {
+            what: "/proc/<pid>/stat",
+            detail: "no ')' after the command name".into(),
+        });
+    }
+    stat_field(stat, 22)
         .and_then(|f| f.parse().ok())
         .ok_or_else(|| ProcessError::Parse {
             what: "/proc/<pid>/stat",
             detail: "field 22 (starttime) missing or not a number".into(),
         })
+}
+
+/// Extracts field 4 (ppid) from a `/proc/<pid>/stat` line.
+pub fn parse_ppid(stat: &str) -> Option<u32> {
+    stat_field(stat, 4)?.parse().ok()
+}
+
+/// The parent of a live process.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Every PID listed in a procfs mount (processes may vanish before the caller looks at them).
+pub fn pids_in(proc_root: &Path) -> Vec<u32> {
+    std::fs::read_dir(proc_root)
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every PID on the node (`/proc`, hostPID).
+pub fn pids() -> Vec<u32> {
+    pids_in(Path::new("/proc"))
 }
 
 /// Kernel clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 on every mainstream kernel.
@@ -139,6 +172,19 @@ mod tests {
         assert!(parse_start_ticks("42 no paren").is_err());
         assert!(parse_start_ticks("42 (x) S 1").is_err());
         assert!(parse_start_ticks("").is_err());
+    }
+
+    #[test]
+    fn ppid_and_pid_listing() {
+        let line = "42 (a) b) (c d) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000";
+        assert_eq!(parse_ppid(line), Some(7));
+        assert_eq!(parse_ppid("42 (x)"), None);
+        assert_eq!(
+            parent_pid(std::process::id()),
+            Some(nix::unistd::getppid().as_raw() as u32)
+        );
+        let all = pids();
+        assert!(all.contains(&std::process::id()) && all.contains(&1));
     }
 
     #[test]

@@ -203,10 +203,13 @@ impl ClientCertVerifier for NameCheckingVerifier {
 /// fails (files half written) keeps serving the previous configuration and logs why.
 ///
 /// [`current`]: ReloadingConfig::current
+/// (modification time, size) of each file, `None` when unreadable.
+type FileStamps = Vec<Option<(SystemTime, u64)>>;
+
 pub struct ReloadingConfig {
     files: TlsFiles,
     allowed: Vec<String>,
-    state: Mutex<(Vec<Option<(SystemTime, u64)>>, Arc<ServerConfig>)>,
+    state: Mutex<(FileStamps, Arc<ServerConfig>)>,
 }
 
 impl ReloadingConfig {
@@ -220,7 +223,7 @@ impl ReloadingConfig {
         })
     }
 
-    fn stamp(files: &TlsFiles) -> Vec<Option<(SystemTime, u64)>> {
+    fn stamp(files: &TlsFiles) -> FileStamps {
         [&files.ca, &files.cert, &files.key]
             .iter()
             .map(|p| {

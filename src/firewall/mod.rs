@@ -152,11 +152,7 @@ impl Effect for FirewallFault {
     }
 
     fn scope(&self) -> Scope {
-        if self.netns.host {
-            Scope::Host
-        } else {
-            Scope::Netns
-        }
+        self.netns.scope()
     }
 
     fn summary(&self) -> String {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::process::{parse_start_ticks, ProcessError, ProcessIdentity};
+use crate::process::{parse_ppid, parse_start_ticks, pids_in, ProcessError, ProcessIdentity};
 
 /// Cgroup directory name prefixes runtimes put in front of a container id (systemd scopes and
 /// cgroupfs leaves). `crio-conmon-<id>` (CRI-O's monitor) deliberately does not match.
@@ -37,16 +37,6 @@ fn component_names(c: &str, id: &str) -> bool {
         .any(|p| c.strip_prefix(p) == Some(id))
 }
 
-/// Parent PID (field 4) from a `/proc/<pid>/stat` line; the command name may contain `)`.
-pub(super) fn parse_ppid(stat: &str) -> Option<u32> {
-    let close = stat.rfind(')')?;
-    stat[close + 1..]
-        .split_ascii_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// True when process `pid` (as seen under `proc_root`) lives in a cgroup that names `id`.
 pub(super) fn pid_in_container(proc_root: &Path, pid: u32, id: &str) -> bool {
     std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
@@ -57,14 +47,10 @@ pub(super) fn pid_in_container(proc_root: &Path, pid: u32, id: &str) -> bool {
 /// names the container, those whose parent is not in it (init, plus `exec`'d processes whose
 /// parent is the shim), the one started first. Processes that vanish mid-scan are skipped.
 pub(super) fn find_container_init(proc_root: &Path, id: &str) -> Option<ProcessIdentity> {
-    let entries = std::fs::read_dir(proc_root).ok()?;
     // (pid, ppid, start_ticks) of every process in the container's cgroup.
     let mut members: Vec<(u32, u32, u64)> = Vec::new();
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let dir = e.path();
+    for pid in pids_in(proc_root) {
+        let dir = proc_root.join(pid.to_string());
         let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) else {
             continue;
         };

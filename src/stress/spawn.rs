@@ -427,7 +427,7 @@ pub fn worker_fault_id(argv: &[&str]) -> Option<String> {
         .map(|w| w[1].to_string())
 }
 
-fn read_cmdline(pid: &str) -> Option<String> {
+fn read_cmdline(pid: u32) -> Option<String> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     (!raw.is_empty()).then(|| String::from_utf8_lossy(&raw).into_owned())
 }
@@ -435,37 +435,21 @@ fn read_cmdline(pid: &str) -> Option<String> {
 /// Every live stress worker process on the node (zombies have no command line).
 pub fn scan_workers() -> Vec<WorkerProcess> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
+    for pid in crate::process::pids() {
         let Some(cmd) = read_cmdline(pid) else {
             continue;
         };
         let argv: Vec<&str> = cmd.trim_end_matches('\0').split('\0').collect();
         if let Some(fault_id) = worker_fault_id(&argv) {
             out.push(WorkerProcess {
-                pid: pid.parse().unwrap_or(0),
-                ppid: parent_of(pid).unwrap_or(0),
+                pid,
+                ppid: crate::process::parent_pid(pid).unwrap_or(0),
                 fault_id,
                 cmdline: argv.join(" "),
             });
         }
     }
     out
-}
-
-fn parent_of(pid: &str) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    stat[close + 1..].split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether `pid` is a faultd daemon (its executable is named `faultd`, and it is not a worker).
@@ -477,7 +461,7 @@ fn is_faultd_daemon(pid: u32) -> bool {
                 .map(|n| matches!(n.to_str(), Some("faultd") | Some("faultd (deleted)")))
         })
         .unwrap_or(false);
-    let is_worker = read_cmdline(&pid.to_string())
+    let is_worker = read_cmdline(pid)
         .map(|c| {
             let argv: Vec<&str> = c.trim_end_matches('\0').split('\0').collect();
             worker_fault_id(&argv).is_some()
@@ -506,7 +490,7 @@ pub fn kill_worker_process(p: &WorkerProcess) -> bool {
     let Some(fd) = pidfd_open(p.pid) else {
         return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
     };
-    let still_ours = read_cmdline(&p.pid.to_string())
+    let still_ours = read_cmdline(p.pid)
         .map(|c| {
             let argv: Vec<&str> = c.trim_end_matches('\0').split('\0').collect();
             worker_fault_id(&argv).as_deref() == Some(p.fault_id.as_str())

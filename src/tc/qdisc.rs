@@ -316,17 +316,22 @@ fn map_rtnl(op: &'static str, e: rtnetlink::Error) -> TcError {
     }
 }
 
+/// Whether `name` is an interface name faultd accepts: the kernel's `dev_valid_name` rules
+/// (1-15 bytes, IFNAMSIZ being 16 with the NUL; no '/', ':' or whitespace; not "." or "..")
+/// restricted to printable ASCII.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
 /// The index of the network device `name` in the handle's namespace.
 pub async fn link_index(handle: &Handle, name: &str) -> Result<u32> {
-    // IFNAMSIZ is 16 including the NUL; the kernel's own dev_valid_name rules.
-    if name.is_empty()
-        || name.len() > 15
-        || name == "."
-        || name == ".."
-        || name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
-    {
+    if !valid_ifname(name) {
         return Err(TcError::invalid(
             "device",
             name,
