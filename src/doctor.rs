@@ -5,14 +5,12 @@
 //! removed.
 use std::collections::HashSet;
 
-use futures_util::TryStreamExt;
-
 use crate::daemon::DaemonState;
 use crate::engine::Effect;
 use crate::fault::FaultEffect;
 use crate::netfault::is_faultd_handle;
 use crate::ns::{Namespace, NsId, NsKind};
-use crate::tc::qdisc::{self, NetlinkSession};
+use crate::tc::{in_netns, qdisc};
 
 #[derive(Debug, Clone)]
 pub struct Residue {
@@ -67,22 +65,6 @@ pub fn network_namespaces() -> Vec<(NsId, Namespace, String)> {
             std::path::PathBuf::from(format!("/proc/{pid}/ns/net")),
             format!("pid {pid}"),
         );
-    }
-    out
-}
-
-async fn links(session: &NetlinkSession) -> Vec<(u32, String)> {
-    use netlink_packet_route::link::LinkAttribute;
-    let mut out = Vec::new();
-    let mut s = session.handle().link().get().execute();
-    while let Ok(Some(msg)) = s.try_next().await {
-        let name = msg.attributes.iter().find_map(|a| match a {
-            LinkAttribute::IfName(n) => Some(n.clone()),
-            _ => None,
-        });
-        if let Some(n) = name {
-            out.push((msg.header.index, n));
-        }
     }
     out
 }
@@ -157,26 +139,38 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
     let namespaces = network_namespaces();
     for (id, ns, label) in &namespaces {
         let (id, label) = (*id, label);
-        let Ok(session) = NetlinkSession::in_namespace(ns).await else {
+        // One namespace thread per namespace: list the devices and their faultd qdiscs, and
+        // delete the unaccounted ones when fixing.
+        let owned_here: HashSet<String> = owned
+            .iter()
+            .filter(|(ns_id, _)| *ns_id == id)
+            .map(|(_, dev)| dev.clone())
+            .collect();
+        let Ok(found) = in_netns(ns, move |s| {
+            let mut found = Vec::new();
+            for (idx, name) in qdisc::links(s)? {
+                let Ok(qs) = qdisc::dump_qdiscs(s, idx) else {
+                    continue;
+                };
+                let ours: Vec<_> = qs.iter().filter(|q| is_faultd_handle(q.handle)).collect();
+                if ours.is_empty() || owned_here.contains(&name) {
+                    continue;
+                }
+                let detail = ours
+                    .iter()
+                    .map(|q| format!("{} {:x}:", q.kind, q.handle >> 16))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let removed = fix && qdisc::delete_root_qdisc(s, idx).is_ok();
+                found.push((name, detail, removed));
+            }
+            Ok(found)
+        })
+        .await
+        else {
             continue;
         };
-        for (idx, name) in links(&session).await {
-            let Ok(qs) = qdisc::dump_qdiscs(session.handle(), idx).await else {
-                continue;
-            };
-            let ours: Vec<_> = qs.iter().filter(|q| is_faultd_handle(q.handle)).collect();
-            if ours.is_empty() || owned.contains(&(id, name.clone())) {
-                continue;
-            }
-            let detail = ours
-                .iter()
-                .map(|q| format!("{} {:x}:", q.kind, q.handle >> 16))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let removed = fix
-                && qdisc::delete_root_qdisc(session.handle(), idx)
-                    .await
-                    .is_ok();
+        for (name, detail, removed) in found {
             report.residue.push(Residue {
                 kind: "qdisc".into(),
                 location: format!("netns {}:{} ({label}) dev {name}", id.dev, id.ino),

@@ -17,9 +17,9 @@ use crate::engine::{
 use crate::ns::{Namespace, NsId, NsKind};
 use crate::process::ProcessIdentity;
 use crate::tc::netem::{NetemArgs, NetemSpec};
-use crate::tc::qdisc::{self, AddMode, NetlinkSession, Qdisc};
+use crate::tc::qdisc::{self, AddMode, Qdisc};
 use crate::tc::tbf::{TbfArgs, TbfSpec};
-use crate::tc::{TcError, TcErrorClass, TC_H_ROOT};
+use crate::tc::{in_netns, RouteSocket, TcError, TcErrorClass, TC_H_ROOT};
 
 /// Errors of network fault requests.
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +94,10 @@ impl NetnsRef {
     /// The network namespace of process `pid`.
     pub fn of_pid(pid: u32) -> Result<(NetnsRef, Namespace), NetError> {
         let ns = Namespace::of_pid(pid, NsKind::Net).map_err(TcError::from)?;
-        let host = Namespace::of_pid(1, NsKind::Net)
-            .map(|h| h.id() == ns.id())
-            .unwrap_or(false);
+        // The host's network namespace (pid 1's) does not change while the daemon runs.
+        static HOST: std::sync::OnceLock<Option<NsId>> = std::sync::OnceLock::new();
+        let host_id = *HOST.get_or_init(|| Namespace::of_pid(1, NsKind::Net).ok().map(|h| h.id()));
+        let host = host_id == Some(ns.id());
         Ok((
             NetnsRef {
                 id: ns.id(),
@@ -135,18 +136,24 @@ pub struct QdiscFault {
 }
 
 impl QdiscFault {
-    async fn session(&self) -> Result<Option<(NetlinkSession, u32)>, EffectError> {
+    /// Runs `f` on the fault's device inside its namespace (on a namespace thread); `None` when
+    /// the namespace or the device is gone.
+    async fn on_device<T, F>(&self, f: F) -> Result<Option<T>, EffectError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut RouteSocket, u32) -> crate::tc::Result<T> + Send + 'static,
+    {
         let Some(ns) = self.netns.find() else {
             return Ok(None);
         };
-        let session = NetlinkSession::in_namespace(&ns)
-            .await
-            .map_err(effect_err)?;
-        match qdisc::link_index(session.handle(), &self.device).await {
-            Ok(idx) => Ok(Some((session, idx))),
+        let device = self.device.clone();
+        in_netns(&ns, move |s| match qdisc::link_index(s, &device) {
+            Ok(idx) => f(s, idx).map(Some),
             Err(TcError::LinkNotFound { .. }) => Ok(None),
-            Err(e) => Err(effect_err(e)),
-        }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(effect_err)
     }
 
     pub fn kind_name(&self) -> String {
@@ -182,48 +189,42 @@ impl crate::engine::Effect for QdiscFault {
                     "the target network namespace is gone",
                 )
             })?;
-            let session = NetlinkSession::in_namespace(&ns)
-                .await
-                .map_err(effect_err)?;
-            let h = session.handle();
-            let idx = qdisc::link_index(h, &self.device)
-                .await
-                .map_err(effect_err)?;
-            // A root of another kind cannot be replaced in place: delete it, then build the tree.
-            qdisc::delete_root_qdisc(h, idx).await.map_err(effect_err)?;
-            for q in &self.tree {
-                qdisc::apply_qdisc(h, idx, q, AddMode::Exclusive)
-                    .await
-                    .map_err(effect_err)?;
-            }
+            let (device, tree) = (self.device.clone(), self.tree.clone());
+            in_netns(&ns, move |s| {
+                let idx = qdisc::link_index(s, &device)?;
+                // A root of another kind cannot be replaced in place: delete it, then build the
+                // tree.
+                qdisc::delete_root_qdisc(s, idx)?;
+                tree.iter()
+                    .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))
+            })
+            .await
+            .map_err(effect_err)?;
             Ok(None)
         })
     }
 
     fn revert<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
         Box::pin(async move {
-            let Some((session, idx)) = self.session().await? else {
-                return Ok(()); // namespace or device gone: so is the fault
-            };
-            let h = session.handle();
-            qdisc::delete_root_qdisc(h, idx).await.map_err(effect_err)?;
-            if let Some(prior) = self.prior_root.as_ref().filter(|p| !p.is_kernel_default()) {
-                qdisc::restore_root_qdisc(h, idx, prior)
-                    .await
-                    .map_err(effect_err)?;
-            }
+            let prior = self.prior_root.clone().filter(|p| !p.is_kernel_default());
+            // A gone namespace or device took the fault with it: nothing to undo.
+            self.on_device(move |s, idx| {
+                qdisc::delete_root_qdisc(s, idx)?;
+                match &prior {
+                    Some(p) => qdisc::restore_root_qdisc(s, idx, p),
+                    None => Ok(()),
+                }
+            })
+            .await?;
             Ok(())
         })
     }
 
     fn is_reverted<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
         Box::pin(async move {
-            let Some((session, idx)) = self.session().await? else {
+            let Some(root) = self.on_device(qdisc::root_qdisc).await? else {
                 return Ok(true);
             };
-            let root = qdisc::root_qdisc(session.handle(), idx)
-                .await
-                .map_err(effect_err)?;
             Ok(match (&self.prior_root, root) {
                 // Compared in restorable form: htb's dump carries a packet counter.
                 (Some(p), Some(r)) if !p.is_kernel_default() => {
@@ -455,15 +456,7 @@ pub async fn set_tcs(
     }
     let prefix = netns_prefix(&netns.id);
     // Devices faultd touched in this namespace before and that the new state no longer names.
-    let mut stale: Vec<String> = engine
-        .list(false)
-        .into_iter()
-        .filter(|r| r.group.starts_with(&prefix))
-        .map(|r| r.group)
-        .collect();
-    stale.sort();
-    stale.dedup();
-    for g in stale {
+    for g in engine.groups_with_prefix(&prefix) {
         if !plans.iter().any(|p| group_of(&netns.id, &p.device) == g) {
             let _guard = engine.lock_group(&g).await;
             engine.revert_group(&g, EndReason::Request).await?;
@@ -475,19 +468,18 @@ pub async fn set_tcs(
         let _guard = engine.lock_group(&group).await;
         engine.revert_group(&group, EndReason::Replaced).await?;
         // After the revert the device carries its original root again: that is the prior state.
-        let session = NetlinkSession::in_namespace(&ns).await?;
-        let idx = qdisc::link_index(session.handle(), &p.device).await?;
-        let prior_root = qdisc::root_qdisc(session.handle(), idx).await?;
-        drop(session);
-        if let Some(prior) = prior_root.as_ref().filter(|q| !q.is_kernel_default()) {
-            let all = {
-                let s = NetlinkSession::in_namespace(&ns).await?;
-                qdisc::dump_qdiscs(s.handle(), idx).await?
-            };
+        let device = p.device.clone();
+        let (prior_root, children) = in_netns(&ns, move |s| {
+            let idx = qdisc::link_index(s, &device)?;
+            let all = qdisc::dump_qdiscs(s, idx)?;
             let children = all
                 .iter()
                 .filter(|q| q.parent != TC_H_ROOT && q.kind != "ingress" && q.kind != "clsact")
                 .count();
+            Ok((all.into_iter().find(|q| q.parent == TC_H_ROOT), children))
+        })
+        .await?;
+        if let Some(prior) = prior_root.as_ref().filter(|q| !q.is_kernel_default()) {
             if prior.is_classful() && children > 0 {
                 return Err(NetError::Unsupported(format!(
                     "device {} has a classful root qdisc ({}) with {children} child qdisc(s); faultd restores roots exactly and refuses to replace a tree it could not rebuild",

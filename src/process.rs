@@ -61,9 +61,13 @@ impl ProcessIdentity {
         })
     }
 
-    /// True when `pid` is still the same process (same start time).
+    /// True when `pid` is still the same process (same start time). Reads only
+    /// `/proc/<pid>/stat`: the start ticks identify the process, no boot time needed.
     pub fn is_alive(&self) -> bool {
-        matches!(Self::of(self.pid), Ok(now) if now.start_ticks == self.start_ticks)
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| parse_start_ticks(&stat).ok())
+            == Some(self.start_ticks)
     }
 }
 

@@ -113,6 +113,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs short blocking disk work (a journal write and its `fdatasync`). On the multi-thread
+/// runtime the daemon uses, it runs in place with `block_in_place`: the worker hands its other
+/// tasks to another thread first, and the caller does not wait for a second thread to be woken
+/// (on a small VM a cross-thread wake-up costs as much as the `fdatasync`). Elsewhere
+/// (current-thread runtimes in tests) it goes through `spawn_blocking`.
+pub(crate) async fn run_blocking<T, F>(f: F) -> Result<T, EngineError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        Ok(tokio::task::block_in_place(f))
+    } else {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| EngineError::Join(e.to_string()))
+    }
+}
+
 impl<E: Effect> Engine<E> {
     /// Opens (and locks) the journal under `state_dir` and loads its records.
     pub fn open(
@@ -174,7 +194,7 @@ impl<E: Effect> Engine<E> {
         let journal = self.journal.clone();
         let copy = rec.clone();
         let started = Instant::now();
-        tokio::task::spawn_blocking(move || {
+        run_blocking(move || {
             let mut j = lock(&journal);
             if durable {
                 j.append(&copy)
@@ -182,8 +202,7 @@ impl<E: Effect> Engine<E> {
                 j.append_unsynced(&copy)
             }
         })
-        .await
-        .map_err(|e| EngineError::Join(e.to_string()))??;
+        .await??;
         if durable {
             self.metrics
                 .journal_fsync_seconds
@@ -419,6 +438,21 @@ impl<E: Effect> Engine<E> {
             .cloned()
             .collect();
         v.sort_by_key(|r| std::cmp::Reverse(r.created_unix_ms));
+        v
+    }
+
+    /// The groups of the faults [`Engine::list`] would return (active or failed) whose group
+    /// starts with `prefix`, sorted and without duplicates; no record is cloned.
+    pub fn groups_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.faults)
+            .values()
+            .filter(|r| {
+                (r.phase.is_active() || r.phase == Phase::Failed) && r.group.starts_with(prefix)
+            })
+            .map(|r| r.group.clone())
+            .collect();
+        v.sort();
+        v.dedup();
         v
     }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use super::netem::NetemSpec;
 use super::qdisc::{
-    apply_qdisc, delete_root_qdisc, link_index, restore_root_qdisc, root_qdisc, AddMode,
-    NetlinkSession, Qdisc,
+    apply_qdisc, delete_root_qdisc, link_index, restore_root_qdisc, root_qdisc, AddMode, Qdisc,
 };
+use super::socket::RouteSocket;
 use super::tbf::{TbfArgs, TbfLimit, TbfSpec};
 use super::{tc_handle, TcError, TcErrorClass, TC_H_ROOT};
 use crate::ns::{Namespace, NsKind};
@@ -85,12 +85,11 @@ impl TestNs {
             .expect("a root qdisc")
     }
 
-    async fn session(&self) -> NetlinkSession {
+    /// A route socket opened inside the namespace (it keeps talking to it from this thread).
+    fn socket(&self) -> RouteSocket {
         let ns = Namespace::open(&PathBuf::from("/run/netns").join(&self.name), NsKind::Net)
             .expect("open netns");
-        NetlinkSession::in_namespace(&ns)
-            .await
-            .expect("netlink session in netns")
+        RouteSocket::open_in(&ns).expect("netlink socket in netns")
     }
 }
 
@@ -115,16 +114,15 @@ fn tbf_50ms() -> TbfSpec {
 #[ignore = "host tier: needs root"]
 async fn live_tbf_applies_and_reads_back() {
     let t = TestNs::new();
-    let s = t.session().await;
-    let h = s.handle();
-    let idx = link_index(h, "v0").await.unwrap();
+    let mut s = t.socket();
+    let h = &mut s;
+    let idx = link_index(h, "v0").unwrap();
     apply_qdisc(
         h,
         idx,
         &Qdisc::tbf(TC_H_ROOT, tc_handle(1, 0), &tbf_50ms()).unwrap(),
         AddMode::Replace,
     )
-    .await
     .unwrap();
     let q = t.tc_root_json();
     assert_eq!(q["kind"], "tbf", "{q}");
@@ -134,7 +132,7 @@ async fn live_tbf_applies_and_reads_back() {
     assert_eq!(q["options"]["lat"], 50_000, "{q}");
 
     // Our own dump sees the same qdisc, with the kernel's TCA_TBF_PARMS first.
-    let root = root_qdisc(h, idx).await.unwrap().expect("root");
+    let root = root_qdisc(h, idx).unwrap().expect("root");
     assert_eq!(
         (root.kind.as_str(), root.handle, root.parent),
         ("tbf", 0x1_0000, TC_H_ROOT)
@@ -158,7 +156,6 @@ async fn live_tbf_applies_and_reads_back() {
         &Qdisc::tbf(TC_H_ROOT, tc_handle(1, 0), &spec).unwrap(),
         AddMode::Replace,
     )
-    .await
     .unwrap();
     let q = t.tc_root_json();
     assert_eq!(q["options"]["rate"], 1_000_000, "{q}");
@@ -181,10 +178,10 @@ async fn live_restore_htb_root_same_and_other_handle() {
     ]);
     let before = t.tc_show();
     assert!(before.contains("qdisc htb 1: root"), "{before}");
-    let s = t.session().await;
-    let h = s.handle();
-    let idx = link_index(h, "v0").await.unwrap();
-    let saved = root_qdisc(h, idx).await.unwrap().expect("root");
+    let mut s = t.socket();
+    let h = &mut s;
+    let idx = link_index(h, "v0").unwrap();
+    let saved = root_qdisc(h, idx).unwrap().expect("root");
     assert_eq!((saved.kind.as_str(), saved.handle), ("htb", 0x1_0000));
     assert!(saved.is_classful() && !saved.is_kernel_default());
     // The journal stores it as JSON; restore from the round-tripped copy.
@@ -192,27 +189,25 @@ async fn live_restore_htb_root_same_and_other_handle() {
 
     // Same handle: the fault replaces 1: (upstream deletes the root, then adds handle 1:).
     let tbf = Qdisc::tbf(TC_H_ROOT, tc_handle(1, 0), &tbf_50ms()).unwrap();
-    let replace = apply_qdisc(h, idx, &tbf, AddMode::Replace)
-        .await
-        .unwrap_err();
+    let replace = apply_qdisc(h, idx, &tbf, AddMode::Replace).unwrap_err();
     assert_eq!(
         replace.errno(),
         Some(libc::EINVAL),
         "kernel refuses a kind change at the same handle: {replace}"
     );
-    assert!(delete_root_qdisc(h, idx).await.unwrap());
-    apply_qdisc(h, idx, &tbf, AddMode::Exclusive).await.unwrap();
+    assert!(delete_root_qdisc(h, idx).unwrap());
+    apply_qdisc(h, idx, &tbf, AddMode::Exclusive).unwrap();
     assert!(t.tc_show().contains("qdisc tbf 1: root"));
-    restore_root_qdisc(h, idx, &saved).await.unwrap();
+    restore_root_qdisc(h, idx, &saved).unwrap();
     assert_eq!(t.tc_show(), before);
-    restore_root_qdisc(h, idx, &saved).await.unwrap();
+    restore_root_qdisc(h, idx, &saved).unwrap();
     assert_eq!(t.tc_show(), before, "restore is idempotent");
 
     // Other handle: grafted over the htb atomically, restored atomically.
     let tbf2 = Qdisc::tbf(TC_H_ROOT, tc_handle(2, 0), &tbf_50ms()).unwrap();
-    apply_qdisc(h, idx, &tbf2, AddMode::Replace).await.unwrap();
+    apply_qdisc(h, idx, &tbf2, AddMode::Replace).unwrap();
     assert!(t.tc_show().contains("qdisc tbf 2: root"));
-    restore_root_qdisc(h, idx, &saved).await.unwrap();
+    restore_root_qdisc(h, idx, &saved).unwrap();
     assert_eq!(t.tc_show(), before);
 }
 
@@ -226,10 +221,10 @@ async fn live_restore_user_tbf_root() {
     ]);
     let before = t.tc_show();
     let before_raw = t.exec(&["tc", "-d", "-r", "qdisc", "show", "dev", "v0"]);
-    let s = t.session().await;
-    let h = s.handle();
-    let idx = link_index(h, "v0").await.unwrap();
-    let saved = root_qdisc(h, idx).await.unwrap().expect("root");
+    let mut s = t.socket();
+    let h = &mut s;
+    let idx = link_index(h, "v0").unwrap();
+    let saved = root_qdisc(h, idx).unwrap().expect("root");
     assert_eq!(
         saved.restore_options(),
         saved.options,
@@ -237,12 +232,12 @@ async fn live_restore_user_tbf_root() {
     );
     for handle in [tc_handle(5, 0), tc_handle(1, 0)] {
         if handle == saved.handle {
-            assert!(delete_root_qdisc(h, idx).await.unwrap());
+            assert!(delete_root_qdisc(h, idx).unwrap());
         }
         let fault = Qdisc::tbf(TC_H_ROOT, handle, &tbf_50ms()).unwrap();
-        apply_qdisc(h, idx, &fault, AddMode::Replace).await.unwrap();
+        apply_qdisc(h, idx, &fault, AddMode::Replace).unwrap();
         assert_ne!(t.tc_show(), before);
-        restore_root_qdisc(h, idx, &saved).await.unwrap();
+        restore_root_qdisc(h, idx, &saved).unwrap();
         assert_eq!(t.tc_show(), before);
         assert_eq!(
             t.exec(&["tc", "-d", "-r", "qdisc", "show", "dev", "v0"]),
@@ -256,10 +251,10 @@ async fn live_restore_user_tbf_root() {
 async fn live_restore_kernel_default_root() {
     let t = TestNs::new();
     let before = t.tc_show();
-    let s = t.session().await;
-    let h = s.handle();
-    let idx = link_index(h, "v0").await.unwrap();
-    let saved = root_qdisc(h, idx).await.unwrap().expect("root");
+    let mut s = t.socket();
+    let h = &mut s;
+    let idx = link_index(h, "v0").unwrap();
+    let saved = root_qdisc(h, idx).unwrap().expect("root");
     assert!(saved.is_kernel_default(), "{saved:?}");
     apply_qdisc(
         h,
@@ -267,12 +262,11 @@ async fn live_restore_kernel_default_root() {
         &Qdisc::tbf(TC_H_ROOT, tc_handle(1, 0), &tbf_50ms()).unwrap(),
         AddMode::Exclusive,
     )
-    .await
     .unwrap();
     assert_ne!(t.tc_show(), before);
-    restore_root_qdisc(h, idx, &saved).await.unwrap();
+    restore_root_qdisc(h, idx, &saved).unwrap();
     assert_eq!(t.tc_show(), before);
-    restore_root_qdisc(h, idx, &saved).await.unwrap();
+    restore_root_qdisc(h, idx, &saved).unwrap();
     assert_eq!(t.tc_show(), before);
 }
 
@@ -280,41 +274,37 @@ async fn live_restore_kernel_default_root() {
 #[ignore = "host tier: needs root"]
 async fn live_delete_root_is_idempotent() {
     let t = TestNs::new();
-    let s = t.session().await;
-    let h = s.handle();
-    let idx = link_index(h, "v0").await.unwrap();
+    let mut s = t.socket();
+    let h = &mut s;
+    let idx = link_index(h, "v0").unwrap();
     assert!(
-        !delete_root_qdisc(h, idx).await.unwrap(),
+        !delete_root_qdisc(h, idx).unwrap(),
         "nothing to delete on a default root"
     );
     let tbf = Qdisc::tbf(TC_H_ROOT, tc_handle(1, 0), &tbf_50ms()).unwrap();
-    apply_qdisc(h, idx, &tbf, AddMode::Exclusive).await.unwrap();
-    let dup = apply_qdisc(h, idx, &tbf, AddMode::Exclusive)
-        .await
-        .unwrap_err();
+    apply_qdisc(h, idx, &tbf, AddMode::Exclusive).unwrap();
+    let dup = apply_qdisc(h, idx, &tbf, AddMode::Exclusive).unwrap_err();
     assert_eq!(dup.errno(), Some(libc::EEXIST), "{dup}");
-    assert!(delete_root_qdisc(h, idx).await.unwrap());
-    assert!(!delete_root_qdisc(h, idx).await.unwrap());
-    assert!(!delete_root_qdisc(h, idx).await.unwrap());
+    assert!(delete_root_qdisc(h, idx).unwrap());
+    assert!(!delete_root_qdisc(h, idx).unwrap());
+    assert!(!delete_root_qdisc(h, idx).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "host tier: needs root"]
 async fn live_missing_device_is_not_found() {
     let t = TestNs::new();
-    let s = t.session().await;
-    let h = s.handle();
-    let e = link_index(h, "nosuchdev0").await.unwrap_err();
+    let mut s = t.socket();
+    let h = &mut s;
+    let e = link_index(h, "nosuchdev0").unwrap_err();
     assert!(matches!(e, TcError::LinkNotFound { .. }), "{e}");
     assert_eq!(e.class(), TcErrorClass::NotFound);
-    // The session only sees the namespace's own devices.
-    assert_eq!(link_index(h, "lo").await.unwrap(), 1);
+    // The socket only sees the namespace's own devices.
+    assert_eq!(link_index(h, "lo").unwrap(), 1);
     let tbf = Qdisc::tbf(TC_H_ROOT, 0, &tbf_50ms()).unwrap();
-    let e = apply_qdisc(h, 4242, &tbf, AddMode::Replace)
-        .await
-        .unwrap_err();
+    let e = apply_qdisc(h, 4242, &tbf, AddMode::Replace).unwrap_err();
     assert_eq!(e.class(), TcErrorClass::NotFound, "{e}");
-    let e = delete_root_qdisc(h, 4242).await.unwrap_err();
+    let e = delete_root_qdisc(h, 4242).unwrap_err();
     assert_eq!(e.class(), TcErrorClass::NotFound, "{e}");
 }
 
@@ -322,9 +312,9 @@ async fn live_missing_device_is_not_found() {
 #[ignore = "host tier: needs root"]
 async fn live_netem_when_the_kernel_has_it() {
     let t = TestNs::new();
-    let s = t.session().await;
-    let h = s.handle();
-    let idx = link_index(h, "v0").await.unwrap();
+    let mut s = t.socket();
+    let h = &mut s;
+    let idx = link_index(h, "v0").unwrap();
     let spec = NetemSpec {
         delay: Duration::from_millis(100),
         ..Default::default()
@@ -334,9 +324,7 @@ async fn live_netem_when_the_kernel_has_it() {
         idx,
         &Qdisc::netem(TC_H_ROOT, tc_handle(1, 0), &spec),
         AddMode::Exclusive,
-    )
-    .await
-    {
+    ) {
         Ok(()) => {
             let q = t.tc_root_json();
             assert_eq!(q["kind"], "netem", "{q}");

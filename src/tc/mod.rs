@@ -1,4 +1,4 @@
-//! Traffic control over rtnetlink: what `SetTcs` programs into a target's network namespace.
+//! Traffic control over route netlink: what `SetTcs` programs into a target's network namespace.
 //!
 //! This module owns everything between a validated fault description and the kernel's qdisc
 //! tables, and nothing above it (no protobuf, no tonic):
@@ -14,12 +14,13 @@
 //!   `tests/golden/tc/` (see its README) pin this.
 //! * [`psched`]: the kernel packet-scheduler clock arithmetic iproute2 uses (ticks, transmit
 //!   times, rate tables).
-//! * [`qdisc`]: the netlink transport (rtnetlink 0.24): link lookup, root-qdisc dump, add/replace,
-//!   idempotent delete, exact restore of a dumped root qdisc, and opening an rtnetlink connection
-//!   inside another network namespace without ever calling `setns` on a tokio worker.
+//! * [`qdisc`]: the operations: link lookup, root-qdisc dump, add/replace, idempotent delete, exact
+//!   restore of a dumped root qdisc.
+//! * [`socket`]: the transport, a blocking `NETLINK_ROUTE` socket used on a dedicated OS thread
+//!   inside the target namespace ([`socket::in_netns`]): no tokio worker ever calls `setns`.
 //!
 //! Privileges: the encoders and parsers need none. The transport needs `CAP_NET_ADMIN` in the
-//! target namespace, and [`qdisc::NetlinkSession::in_namespace`] needs `CAP_SYS_ADMIN` to enter it.
+//! target namespace, and [`socket::in_netns`] needs `CAP_SYS_ADMIN` to enter it.
 //!
 //! Errors are one [`TcError`] enum; [`TcError::class`] tells the gRPC layer whether a failure is
 //! the caller's fault ([`TcErrorClass::InvalidArgument`]), a missing device or process
@@ -29,6 +30,7 @@ pub mod parse;
 pub mod prio;
 pub mod psched;
 pub mod qdisc;
+pub mod socket;
 pub mod tbf;
 
 mod nla;
@@ -41,7 +43,8 @@ mod live_tests;
 pub use netem::{encode_netem_options, NetemArgs, NetemSpec};
 pub use parse::{NetemTime, Percent};
 pub use prio::{encode_prio_options, PrioSpec};
-pub use qdisc::{AddMode, NetlinkSession, Qdisc};
+pub use qdisc::{AddMode, Qdisc};
+pub use socket::{in_netns, RouteSocket};
 pub use tbf::{encode_tbf_options, TbfArgs, TbfLimit, TbfPeak, TbfSpec};
 
 use crate::ns::NsError;
@@ -75,12 +78,12 @@ pub enum TcError {
     /// The kernel refused a request; `errno` is positive (`libc::ENOENT`, ...).
     #[error("{op}: {}", std::io::Error::from_raw_os_error(*errno))]
     Kernel { op: &'static str, errno: i32 },
-    /// The netlink socket or the rtnetlink connection task failed.
-    #[error("{op}: netlink transport: {source}")]
-    Transport {
+    /// Sending to or receiving from the netlink socket failed.
+    #[error("{op}: netlink socket: {source}")]
+    Io {
         op: &'static str,
         #[source]
-        source: rtnetlink::Error,
+        source: std::io::Error,
     },
     /// The kernel answered something this module does not understand.
     #[error("{op}: unexpected netlink reply: {detail}")]

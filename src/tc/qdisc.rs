@@ -1,4 +1,5 @@
-//! Qdisc netlink transport over rtnetlink 0.24, and netlink sessions inside other namespaces.
+//! Qdisc operations over a [`RouteSocket`]: link lookup, qdisc dump, add/replace, idempotent
+//! delete and exact restore of a dumped root qdisc.
 //!
 //! netlink-packet-route 0.34 models options only for fq_codel and ingress, so qdiscs travel as
 //! `kind + raw TCA_OPTIONS bytes` ([`Qdisc`]): outgoing options are the encoders' payloads, sent as
@@ -31,26 +32,21 @@
 //!
 //! # Namespaces
 //!
-//! A netlink socket belongs to the network namespace it was created in, forever.
-//! [`NetlinkSession::in_namespace`] creates it on a short-lived OS thread that entered the target
-//! namespace (via [`Namespace::run_async`]), with the caller's tokio runtime entered so the socket
-//! registers with its reactor; the connection task then runs on the ordinary workers. No tokio
-//! worker ever calls `setns`. Drop the session when done: an open socket keeps a dead pod's
-//! namespace alive.
-use futures_util::{StreamExt, TryStreamExt};
+//! Every function works in the namespace of the socket it is given; see [`super::socket`] for
+//! how a socket is opened inside a pod's namespace without a tokio worker ever calling `setns`.
 use netlink_packet_core::{
-    DefaultNla, Emitable, NetlinkMessage, NetlinkPayload, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    DefaultNla, Emitable, NetlinkMessage, Nla, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::RouteNetlinkMessage;
-use rtnetlink::Handle;
 
 use super::netem::{encode_netem_options, NetemSpec};
 use super::prio::{encode_prio_options, PrioSpec};
+use super::socket::RouteSocket;
 use super::tbf::{encode_tbf_options, TbfSpec};
 use super::{Result, TcError, TCA_OPTIONS, TC_H_ROOT};
-use crate::ns::{Namespace, NsKind};
 
 /// Qdisc kinds whose options netlink-packet-route parses into typed values (everything else
 /// arrives as one opaque `TCA_OPTIONS` blob).
@@ -234,8 +230,8 @@ fn ifindex_i32(ifindex: u32) -> Result<i32> {
         .map_err(|_| TcError::invalid("ifindex", ifindex.to_string(), "out of range"))
 }
 
-/// The `RTM_NEWQDISC` request for `q` on `ifindex` (sequence number 0; the connection assigns
-/// its own when sending).
+/// The `RTM_NEWQDISC` request for `q` on `ifindex` (sequence number 0; the socket assigns its
+/// own when sending).
 pub fn new_qdisc_message(
     ifindex: u32,
     q: &Qdisc,
@@ -263,59 +259,6 @@ pub fn new_qdisc_message(
     Ok(msg)
 }
 
-/// Sends a request that expects an ACK and turns a NACK into [`TcError::Kernel`].
-///
-/// netlink-proto (as rtnetlink sets it up) swallows the positive ACK and ends the reply stream, so
-/// a stream that ends without an error message is the ACK. (A connection task that dies mid-request
-/// would look the same; sessions abort their task only on drop, when no request can be pending.)
-async fn request_ack(
-    handle: &Handle,
-    op: &'static str,
-    msg: NetlinkMessage<RouteNetlinkMessage>,
-) -> Result<()> {
-    let mut handle = handle.clone();
-    let mut replies = handle
-        .request(msg)
-        .map_err(|source| TcError::Transport { op, source })?;
-    while let Some(reply) = replies.next().await {
-        match reply.payload {
-            NetlinkPayload::Error(e) => {
-                return match e.code {
-                    Some(code) => Err(TcError::Kernel {
-                        op,
-                        errno: code.get().saturating_neg(),
-                    }),
-                    None => Ok(()),
-                }
-            }
-            NetlinkPayload::InnerMessage(_) | NetlinkPayload::Done(_) | NetlinkPayload::Noop => {}
-            other => {
-                return Err(TcError::Protocol {
-                    op,
-                    detail: format!("{other:?}"),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-fn map_rtnl(op: &'static str, e: rtnetlink::Error) -> TcError {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => match m.code {
-            Some(code) => TcError::Kernel {
-                op,
-                errno: code.get().saturating_neg(),
-            },
-            None => TcError::Protocol {
-                op,
-                detail: "unexpected ACK".into(),
-            },
-        },
-        source => TcError::Transport { op, source },
-    }
-}
-
 /// Whether `name` is an interface name faultd accepts: the kernel's `dev_valid_name` rules
 /// (1-15 bytes, IFNAMSIZ being 16 with the NUL; no '/', ':' or whitespace; not "." or "..")
 /// restricted to printable ASCII.
@@ -329,8 +272,8 @@ pub fn valid_ifname(name: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
 }
 
-/// The index of the network device `name` in the handle's namespace.
-pub async fn link_index(handle: &Handle, name: &str) -> Result<u32> {
+/// The index of the network device `name` in the socket's namespace.
+pub fn link_index(sock: &mut RouteSocket, name: &str) -> Result<u32> {
     if !valid_ifname(name) {
         return Err(TcError::invalid(
             "device",
@@ -338,61 +281,67 @@ pub async fn link_index(handle: &Handle, name: &str) -> Result<u32> {
             "not a valid interface name",
         ));
     }
-    let mut links = handle.link().get().match_name(name.to_string()).execute();
-    match links.try_next().await {
-        Ok(Some(link)) => Ok(link.header.index),
-        Ok(None) => Err(TcError::LinkNotFound {
-            name: name.to_string(),
-        }),
-        Err(e) => match map_rtnl("look up link", e) {
-            TcError::Kernel { errno, .. } if errno == libc::ENODEV => Err(TcError::LinkNotFound {
-                name: name.to_string(),
-            }),
-            other => Err(other),
-        },
-    }
+    sock.ifindex(name)?.ok_or_else(|| TcError::LinkNotFound {
+        name: name.to_string(),
+    })
+}
+
+/// Every network device of the socket's namespace: `(index, name)`.
+pub fn links(sock: &mut RouteSocket) -> Result<Vec<(u32, String)>> {
+    let msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(LinkMessage::default()));
+    Ok(sock
+        .request("dump links", msg, true)?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => {
+                let name = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                })?;
+                Some((l.header.index, name))
+            }
+            _ => None,
+        })
+        .collect())
 }
 
 /// Every qdisc attached to `ifindex` (root, its children, ingress/clsact).
-pub async fn dump_qdiscs(handle: &Handle, ifindex: u32) -> Result<Vec<Qdisc>> {
+pub fn dump_qdiscs(sock: &mut RouteSocket, ifindex: u32) -> Result<Vec<Qdisc>> {
     let index = ifindex_i32(ifindex)?;
-    let mut stream = handle.qdisc().get().index(index).execute();
+    let msg = NetlinkMessage::from(RouteNetlinkMessage::GetQueueDiscipline(
+        TcMessage::with_index(index),
+    ));
     let mut out = Vec::new();
-    while let Some(msg) = stream
-        .try_next()
-        .await
-        .map_err(|e| map_rtnl("dump qdiscs", e))?
-    {
-        if msg.header.index == index {
-            out.push(Qdisc::from_message(&msg)?);
+    for m in sock.request("dump qdiscs", msg, true)? {
+        if let RouteNetlinkMessage::NewQueueDiscipline(q) = m {
+            if q.header.index == index {
+                out.push(Qdisc::from_message(&q)?);
+            }
         }
     }
     Ok(out)
 }
 
 /// The root qdisc of `ifindex` (`None` only for devices without one).
-pub async fn root_qdisc(handle: &Handle, ifindex: u32) -> Result<Option<Qdisc>> {
-    Ok(dump_qdiscs(handle, ifindex)
-        .await?
+pub fn root_qdisc(sock: &mut RouteSocket, ifindex: u32) -> Result<Option<Qdisc>> {
+    Ok(dump_qdiscs(sock, ifindex)?
         .into_iter()
         .find(|q| q.parent == TC_H_ROOT))
 }
 
 /// Installs `q` on `ifindex`.
-pub async fn apply_qdisc(handle: &Handle, ifindex: u32, q: &Qdisc, mode: AddMode) -> Result<()> {
-    request_ack(handle, "add qdisc", new_qdisc_message(ifindex, q, mode)?).await
+pub fn apply_qdisc(sock: &mut RouteSocket, ifindex: u32, q: &Qdisc, mode: AddMode) -> Result<()> {
+    sock.request_ack("add qdisc", new_qdisc_message(ifindex, q, mode)?)
 }
 
 /// Deletes the root qdisc of `ifindex` (`tc qdisc del dev X root`). Returns whether something was
 /// deleted; a root that is already the kernel's default (`ENOENT`: "Cannot delete qdisc with
 /// handle of zero") counts as success, so the call is idempotent.
-pub async fn delete_root_qdisc(handle: &Handle, ifindex: u32) -> Result<bool> {
+pub fn delete_root_qdisc(sock: &mut RouteSocket, ifindex: u32) -> Result<bool> {
     let mut tc = TcMessage::with_index(ifindex_i32(ifindex)?);
     tc.header.parent = TcHandle::ROOT;
-    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::DelQueueDiscipline(tc));
-    msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
-    msg.finalize();
-    match request_ack(handle, "delete root qdisc", msg).await {
+    let msg = NetlinkMessage::from(RouteNetlinkMessage::DelQueueDiscipline(tc));
+    match sock.request_ack("delete root qdisc", msg) {
         Ok(()) => Ok(true),
         Err(TcError::Kernel { errno, .. }) if errno == libc::ENOENT => Ok(false),
         Err(e) => Err(e),
@@ -401,7 +350,7 @@ pub async fn delete_root_qdisc(handle: &Handle, ifindex: u32) -> Result<bool> {
 
 /// Puts a root qdisc saved with [`root_qdisc`] back (see the module docs for what is exact).
 /// Idempotent: restoring twice, or restoring what is already there, succeeds.
-pub async fn restore_root_qdisc(handle: &Handle, ifindex: u32, saved: &Qdisc) -> Result<()> {
+pub fn restore_root_qdisc(sock: &mut RouteSocket, ifindex: u32, saved: &Qdisc) -> Result<()> {
     if saved.parent != TC_H_ROOT {
         return Err(TcError::invalid(
             "qdisc.parent",
@@ -409,10 +358,10 @@ pub async fn restore_root_qdisc(handle: &Handle, ifindex: u32, saved: &Qdisc) ->
             "not a root qdisc",
         ));
     }
-    let current = root_qdisc(handle, ifindex).await?;
+    let current = root_qdisc(sock, ifindex)?;
     if saved.is_kernel_default() {
         if current.is_some_and(|c| !c.is_kernel_default()) {
-            delete_root_qdisc(handle, ifindex).await?;
+            delete_root_qdisc(sock, ifindex)?;
         }
         return Ok(());
     }
@@ -420,70 +369,10 @@ pub async fn restore_root_qdisc(handle: &Handle, ifindex: u32, saved: &Qdisc) ->
     match current {
         Some(c) if c.for_restore() == wanted => Ok(()),
         Some(c) if c.handle == saved.handle => {
-            delete_root_qdisc(handle, ifindex).await?;
-            apply_qdisc(handle, ifindex, &wanted, AddMode::Exclusive).await
+            delete_root_qdisc(sock, ifindex)?;
+            apply_qdisc(sock, ifindex, &wanted, AddMode::Exclusive)
         }
-        _ => apply_qdisc(handle, ifindex, &wanted, AddMode::Replace).await,
-    }
-}
-
-/// An rtnetlink connection bound to one network namespace; dropping it stops the connection task
-/// and closes the socket.
-#[derive(Debug)]
-pub struct NetlinkSession {
-    handle: Handle,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl NetlinkSession {
-    /// A session in the caller's own network namespace. Must be called inside a tokio runtime.
-    pub fn current() -> Result<NetlinkSession> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(TcError::Socket)?;
-        Ok(NetlinkSession {
-            handle,
-            task: tokio::spawn(conn),
-        })
-    }
-
-    /// A session inside `ns` (a [`NsKind::Net`] namespace). The socket is created on a dedicated
-    /// OS thread that entered `ns`; the connection then runs on the caller's runtime.
-    pub async fn in_namespace(ns: &Namespace) -> Result<NetlinkSession> {
-        if ns.kind() != NsKind::Net {
-            return Err(TcError::invalid(
-                "namespace",
-                format!("{:?}", ns.kind()),
-                "not a network namespace",
-            ));
-        }
-        let rt = tokio::runtime::Handle::current();
-        let (conn, handle) = ns
-            .run_async(move || {
-                // TokioSocket registers with the reactor of the entered runtime.
-                let _guard = rt.enter();
-                rtnetlink::new_connection().map(|(conn, handle, _)| (conn, handle))
-            })
-            .await?
-            .map_err(TcError::Socket)?;
-        Ok(NetlinkSession {
-            handle,
-            task: tokio::spawn(conn),
-        })
-    }
-
-    /// A session in the network namespace of process `pid`.
-    pub async fn for_pid(pid: u32) -> Result<NetlinkSession> {
-        let ns = Namespace::of_pid(pid, NsKind::Net)?;
-        Self::in_namespace(&ns).await
-    }
-
-    pub fn handle(&self) -> &Handle {
-        &self.handle
-    }
-}
-
-impl Drop for NetlinkSession {
-    fn drop(&mut self) {
-        self.task.abort();
+        _ => apply_qdisc(sock, ifindex, &wanted, AddMode::Replace),
     }
 }
 
@@ -493,7 +382,17 @@ mod hex_bytes {
 
     pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(b) => s.serialize_some(&b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            Some(b) => {
+                // One allocation: tbf options carry 1 KiB rate tables, and this runs on every
+                // journal write of a qdisc fault.
+                const DIGITS: &[u8; 16] = b"0123456789abcdef";
+                let mut hex = String::with_capacity(b.len() * 2);
+                for x in b {
+                    hex.push(DIGITS[usize::from(x >> 4)] as char);
+                    hex.push(DIGITS[usize::from(x & 0xf)] as char);
+                }
+                s.serialize_some(&hex)
+            }
             None => s.serialize_none(),
         }
     }
@@ -550,7 +449,9 @@ mod tests {
     fn parse(bytes: &[u8]) -> TcMessage {
         let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).unwrap();
         match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewQueueDiscipline(tc)) => tc,
+            netlink_packet_core::NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewQueueDiscipline(tc),
+            ) => tc,
             other => panic!("{other:?}"),
         }
     }
@@ -651,16 +552,11 @@ mod tests {
 
     #[test]
     fn interface_names_are_validated() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let s = NetlinkSession::current().unwrap();
-            for bad in ["", "a/b", "sixteen_chars_xx", "..", "a b"] {
-                let e = link_index(s.handle(), bad).await.unwrap_err();
-                assert!(matches!(e, TcError::InvalidArgument { .. }), "{bad:?}: {e}");
-            }
-        });
+        // Refused before anything is sent: no privileges needed.
+        let mut s = RouteSocket::open().unwrap();
+        for bad in ["", "a/b", "sixteen_chars_xx", "..", "a b"] {
+            let e = link_index(&mut s, bad).unwrap_err();
+            assert!(matches!(e, TcError::InvalidArgument { .. }), "{bad:?}: {e}");
+        }
     }
 }
