@@ -61,6 +61,26 @@ impl Effect for FaultEffect {
     fn summary(&self) -> String {
         dispatch!(self, summary)
     }
+    fn capture<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Option<Self>, EffectError>> {
+        use futures_util::FutureExt;
+        match self {
+            FaultEffect::Qdisc(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Qdisc)))
+                .boxed(),
+            FaultEffect::Stress(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Stress)))
+                .boxed(),
+            FaultEffect::Firewall(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Firewall)))
+                .boxed(),
+        }
+    }
     fn apply<'a>(
         &'a self,
         ctx: &'a EffectCtx,

@@ -204,12 +204,59 @@ impl crate::engine::Effect for QdiscFault {
         })
     }
 
+    fn capture<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<Option<Self>, EffectError>> {
+        Box::pin(async move {
+            let found = self
+                .on_device(|s, idx| {
+                    let all = qdisc::dump_qdiscs(s, idx)?;
+                    let children = all
+                        .iter()
+                        .filter(|q| {
+                            q.parent != TC_H_ROOT && q.kind != "ingress" && q.kind != "clsact"
+                        })
+                        .count();
+                    Ok((all.into_iter().find(|q| q.parent == TC_H_ROOT), children))
+                })
+                .await?;
+            // A gone namespace or device: apply reports it, with nothing touched.
+            let Some((root, children)) = found else {
+                return Ok(None);
+            };
+            // The kernel's default root: deleting faultd's tree restores it, which is what the
+            // intent (no prior root) already says.
+            let Some(root) = root.filter(|r| !r.is_kernel_default()) else {
+                return Ok(None);
+            };
+            if root.is_classful() && children > 0 {
+                return Err(EffectError::new(
+                    FailureKind::FailedPrecondition,
+                    format!(
+                        "device {} has a classful root qdisc ({}) with {children} child qdisc(s); faultd restores roots exactly and refuses to replace a tree it could not rebuild",
+                        self.device, root.kind
+                    ),
+                ));
+            }
+            if self.prior_root.as_ref() == Some(&root) {
+                return Ok(None);
+            }
+            Ok(Some(QdiscFault {
+                prior_root: Some(root),
+                ..self.clone()
+            }))
+        })
+    }
+
     fn revert<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
         Box::pin(async move {
             let prior = self.prior_root.clone().filter(|p| !p.is_kernel_default());
+            let ours = self.tree.first().map(|q| q.handle);
             // A gone namespace or device took the fault with it: nothing to undo.
             self.on_device(move |s, idx| {
-                qdisc::delete_root_qdisc(s, idx)?;
+                // Only faultd's own root goes: a fault that ended before its tree was installed
+                // (or a root someone else put there since) is left alone.
+                if let Some(handle) = ours {
+                    qdisc::delete_root_qdisc_if(s, idx, handle)?;
+                }
                 match &prior {
                     Some(p) => qdisc::restore_root_qdisc(s, idx, p),
                     None => Ok(()),
@@ -235,7 +282,8 @@ impl crate::engine::Effect for QdiscFault {
                     same
                 }
                 (_, None) => true,
-                (_, Some(r)) => r.is_kernel_default(),
+                // Nothing to restore: reverted once no faultd qdisc is the root.
+                (_, Some(r)) => !is_faultd_handle(r.handle),
             })
         })
     }
@@ -450,7 +498,7 @@ pub async fn set_tcs(
     let plans = plan(rules)?;
     let classify: Vec<crate::firewall::Classify> =
         plans.iter().flat_map(|p| p.classify.clone()).collect();
-    let (netns, ns) = NetnsRef::of_pid(pid.pid)?;
+    let (netns, _) = NetnsRef::of_pid(pid.pid)?;
     if !pid.is_alive() {
         return Err(NetError::TargetGone(pid.pid));
     }
@@ -467,31 +515,13 @@ pub async fn set_tcs(
         let group = group_of(&netns.id, &p.device);
         let _guard = engine.lock_group(&group).await;
         engine.revert_group(&group, EndReason::Replaced).await?;
-        // After the revert the device carries its original root again: that is the prior state.
-        let device = p.device.clone();
-        let (prior_root, children) = in_netns(&ns, move |s| {
-            let idx = qdisc::link_index(s, &device)?;
-            let all = qdisc::dump_qdiscs(s, idx)?;
-            let children = all
-                .iter()
-                .filter(|q| q.parent != TC_H_ROOT && q.kind != "ingress" && q.kind != "clsact")
-                .count();
-            Ok((all.into_iter().find(|q| q.parent == TC_H_ROOT), children))
-        })
-        .await?;
-        if let Some(prior) = prior_root.as_ref().filter(|q| !q.is_kernel_default()) {
-            if prior.is_classful() && children > 0 {
-                return Err(NetError::Unsupported(format!(
-                    "device {} has a classful root qdisc ({}) with {children} child qdisc(s); faultd restores roots exactly and refuses to replace a tree it could not rebuild",
-                    p.device, prior.kind
-                )));
-            }
-        }
+        // The prior root is captured by the engine (QdiscFault::capture) while the intent is
+        // synced: after the revert above the device carries its original root again.
         let fault = QdiscFault {
             netns: netns.clone(),
             device: p.device.clone(),
             tree: p.tree,
-            prior_root,
+            prior_root: None,
             description: p.description,
         };
         let rec = engine

@@ -300,6 +300,32 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_async_uses_each_thread_once_and_never_a_worker() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // setns needs CAP_SYS_ADMIN
+        }
+        let me = Namespace::of_pid(std::process::id(), NsKind::Net).unwrap();
+        let worker = std::thread::current().id();
+        let mut jobs = Vec::new();
+        for _ in 0..16 {
+            let ns = me.try_clone().unwrap();
+            jobs.push(tokio::spawn(async move {
+                ns.run_async(|| (std::thread::current().id(), current_netns_id().unwrap()))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for j in jobs {
+            let (thread, netns) = j.await.unwrap();
+            assert_eq!(netns, me.id());
+            assert_ne!(thread, worker);
+            // ThreadIds are never reused within a process: a repeat would be a reused thread.
+            assert!(seen.insert(thread), "a namespace thread ran two jobs");
+        }
+    }
+
     #[test]
     fn find_locates_a_namespace_by_identity() {
         let me = Namespace::of_pid(std::process::id(), NsKind::Net).unwrap();

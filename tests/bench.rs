@@ -20,9 +20,13 @@
 //!
 //! "SetTcs" here is `faultd.v1.Faults/ApplyFault` with a `set_tcs` body and `target_pid` (the
 //! same code path as `pb.ChaosDaemon/SetTcs` after container resolution, which needs a container)
-//! and `RevokeFault`; the baseline is what upstream runs per rule, `nsenter -t PID -n tc qdisc
-//! replace dev d0 root tbf rate 1mbit burst 10000 limit 20000` (and `tc qdisc del dev d0 root`),
-//! in the same namespace. The daemon runs as in production: release build, default log level
+//! and `RevokeFault`. The baseline is what upstream chaos-daemon runs for that SetTcs (its
+//! `tc_server.go`, reference section 2.1), each command a process entering the namespace (upstream
+//! uses `nsexec -n`, here `nsenter -t PID -n`): `ip -j addr show`, `tc qdisc del dev <if> root` on
+//! every interface (here `lo` and `d0`), then `tc qdisc add dev d0 root handle 1: tbf rate 1mbit
+//! burst 10000 limit 20000`; its recover (a SetTcs with no rules) is the first two steps. A
+//! single `nsenter ... tc qdisc replace` (and `tc qdisc del`) is also measured and reported as
+//! the floor of any shell-out. All in the same namespace, interleaved with faultd's calls. The daemon runs as in production: release build, default log level
 //! (to a file), journal on the disk under `FAULTD_BENCH_DIR`.
 //!
 //! Sizes come from the environment (defaults = full run):
@@ -458,6 +462,62 @@ fn shell_recover(pid: u32) -> Result<Duration, String> {
     }
 }
 
+/// `nsenter -t PID -n <argv>`: its output, or its stderr as the error.
+fn nsenter(pid: u32, argv: &[&str]) -> Result<std::process::Output, String> {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n"])
+        .args(argv)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Upstream's reset step (`tc_server.go` SetTcs): list the interfaces with `ip -j addr show`,
+/// then `tc qdisc del dev <if> root` on every one of them, ignoring "nothing to delete".
+fn upstream_reset(pid: u32) -> Result<(), String> {
+    let out = nsenter(pid, &["ip", "-j", "addr", "show"])?;
+    let addrs: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let names: Vec<String> = addrs
+        .as_array()
+        .ok_or("ip -j addr show: not an array")?
+        .iter()
+        .filter_map(|a| a["ifname"].as_str().map(str::to_string))
+        .collect();
+    for name in names {
+        match nsenter(pid, &["tc", "qdisc", "del", "dev", &name, "root"]) {
+            Ok(_) => {}
+            Err(e) if e.contains("handle of zero") || e.contains("No such file or directory") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What upstream chaos-daemon runs for a SetTcs with one tbf rule (reference section 2.1):
+/// the reset above, then `tc qdisc add dev d0 root handle 1: tbf ...`. Every command is a
+/// process launch entering the namespace (upstream: `nsexec -n`; here `nsenter -n`).
+fn upstream_apply(pid: u32) -> Result<Duration, String> {
+    let t = Instant::now();
+    upstream_reset(pid)?;
+    let mut add = vec!["tc", "qdisc", "add", "dev", "d0"];
+    add.extend_from_slice(&TBF_ARGS[..1]); // "root"
+    add.extend_from_slice(&["handle", "1:"]);
+    add.extend_from_slice(&TBF_ARGS[1..]);
+    nsenter(pid, &add)?;
+    Ok(t.elapsed())
+}
+
+/// What upstream runs for the recovering SetTcs (an empty rule list): the reset alone.
+fn upstream_recover(pid: u32) -> Result<Duration, String> {
+    let t = Instant::now();
+    upstream_reset(pid)?;
+    Ok(t.elapsed())
+}
+
 fn apply_req(pid: u32) -> api::ApplyFaultRequest {
     api::ApplyFaultRequest {
         ttl_seconds: 600,
@@ -544,6 +604,7 @@ async fn bench_settcs_latency() {
     // Mean fdatasync time in each scraped call that synced (ms per fdatasync).
     let mut fsync_each: Vec<f64> = Vec::new();
     let (mut su, mut st, mut sh) = (Samples::default(), Samples::default(), Samples::default());
+    let mut up = Samples::default();
     let m0 = d.metrics().await;
     let fsync0 = (
         metric(&m0, "faultd_journal_fsync_seconds_sum", &[]),
@@ -633,11 +694,32 @@ async fn bench_settcs_latency() {
                     }
                 }
                 _ => {
-                    let a = shell_apply(pid).unwrap_or_else(|e| panic!("tc replace #{i}: {e}"));
-                    let r = shell_recover(pid).unwrap_or_else(|e| panic!("tc del #{i}: {e}"));
-                    if keep {
-                        sh.apply.push(ms(a));
-                        sh.recover.push(ms(r));
+                    // The two shell-outs in alternating order: upstream's whole sequence, and
+                    // the single tc call that is its floor.
+                    let single = |sh: &mut Samples| {
+                        let a = shell_apply(pid).unwrap_or_else(|e| panic!("tc replace #{i}: {e}"));
+                        let r = shell_recover(pid).unwrap_or_else(|e| panic!("tc del #{i}: {e}"));
+                        if keep {
+                            sh.apply.push(ms(a));
+                            sh.recover.push(ms(r));
+                        }
+                    };
+                    let sequence = |up: &mut Samples| {
+                        let a = upstream_apply(pid)
+                            .unwrap_or_else(|e| panic!("upstream SetTcs #{i}: {e}"));
+                        let r = upstream_recover(pid)
+                            .unwrap_or_else(|e| panic!("upstream recover #{i}: {e}"));
+                        if keep {
+                            up.apply.push(ms(a));
+                            up.recover.push(ms(r));
+                        }
+                    };
+                    if i % 2 == 0 {
+                        single(&mut sh);
+                        sequence(&mut up);
+                    } else {
+                        sequence(&mut up);
+                        single(&mut sh);
                     }
                 }
             }
@@ -663,9 +745,13 @@ async fn bench_settcs_latency() {
     let nr = Stats::of(&both(|s| &s.recover_nojournal));
     let fa = Stats::of(&both(|s| &s.apply_fsyncs));
     let fr = Stats::of(&both(|s| &s.recover_fsyncs));
-    let (ba, br) = (Stats::of(&sh.apply), Stats::of(&sh.recover));
-    let shell = "nsenter + tc qdisc replace";
-    let shell_del = "nsenter + tc qdisc del";
+    // Baseline: upstream's whole SetTcs sequence; the single tc call is reported as its floor.
+    let (ba, br) = (Stats::of(&up.apply), Stats::of(&up.recover));
+    let (ba1, br1) = (Stats::of(&sh.apply), Stats::of(&sh.recover));
+    let shell = "upstream SetTcs: nsenter ip -j addr show, nsenter tc qdisc del per interface, nsenter tc qdisc add";
+    let shell_del = "upstream recover (SetTcs with no rules): nsenter ip -j addr show, nsenter tc qdisc del per interface";
+    let single = "one nsenter + tc qdisc replace";
+    let single_del = "one nsenter + tc qdisc del";
     let fsync_ms = if fsyncs.1 > 0.0 {
         fsyncs.0 / fsyncs.1 * 1e3
     } else {
@@ -688,6 +774,24 @@ async fn bench_settcs_latency() {
         json!({"iterations": iters, "faultd": ua.json(), "baseline": ba.json(),
                       "faultd_in_scraped_iterations": Stats::of(&su.apply_scraped).json()}),
     )
+    .print();
+    row(
+        "settcs_apply_vs_single_tc_p50",
+        "SetTcs apply p50, client (admin unix socket), against a single tc call",
+        "ms",
+        ua.p50,
+    )
+    .baseline(ba1.p50, single)
+    .extra(json!({"baseline": ba1.json()}))
+    .print();
+    row(
+        "settcs_recover_vs_single_tc_p50",
+        "SetTcs recover p50, client (admin unix socket), against a single tc call",
+        "ms",
+        ur.p50,
+    )
+    .baseline(br1.p50, single_del)
+    .extra(json!({"baseline": br1.json()}))
     .print();
     row(
         "settcs_apply_p99",
@@ -970,11 +1074,11 @@ async fn bench_fanout_netns() {
                 f_recover.push(ms(took));
                 residue.extend(with_residue(&all));
             } else {
-                let (took, e, lat) = shell_fan(&pids, clients, shell_apply);
+                let (took, e, lat) = shell_fan(&pids, clients, upstream_apply);
                 b_errors += e;
                 b_apply.push(ms(took));
                 b_lat.extend(lat);
-                let (took, e, _) = shell_fan(&pids, clients, shell_recover);
+                let (took, e, _) = shell_fan(&pids, clients, upstream_recover);
                 b_errors += e;
                 b_recover.push(ms(took));
             }
@@ -994,7 +1098,10 @@ async fn bench_fanout_netns() {
         "ms",
         median(&f_apply),
     )
-    .baseline(median(&b_apply), "nsenter + tc replace, same concurrency")
+    .baseline(
+        median(&b_apply),
+        "upstream SetTcs sequence, same concurrency",
+    )
     .extra(json!({"sizes": sizes, "faultd_rounds": f_apply, "baseline_rounds": b_apply}))
     .print();
     row(
@@ -1003,7 +1110,7 @@ async fn bench_fanout_netns() {
         "ms",
         fl.p50,
     )
-    .baseline(bl.p50, "nsenter + tc replace")
+    .baseline(bl.p50, "upstream SetTcs sequence")
     .extra(json!({"faultd": fl.json(), "baseline": bl.json()}))
     .print();
     row(
@@ -1012,7 +1119,7 @@ async fn bench_fanout_netns() {
         "ms",
         fl.p99,
     )
-    .baseline(bl.p99, "nsenter + tc replace")
+    .baseline(bl.p99, "upstream SetTcs sequence")
     .print();
     row(
         "fanout_recover_total",
@@ -1020,7 +1127,10 @@ async fn bench_fanout_netns() {
         "ms",
         median(&f_recover),
     )
-    .baseline(median(&b_recover), "nsenter + tc del, same concurrency")
+    .baseline(
+        median(&b_recover),
+        "upstream recover sequence, same concurrency",
+    )
     .extra(json!({"faultd_rounds": f_recover, "baseline_rounds": b_recover}))
     .print();
     row(

@@ -67,6 +67,51 @@ async fn tbf_fault_restores_the_prior_root_exactly() {
 
 #[tokio::test]
 #[ignore = "host tier: needs root; run by tests/run-all.sh"]
+async fn a_classful_tree_it_could_not_rebuild_is_refused_and_left_untouched() {
+    let state = tempfile::tempdir().unwrap();
+    let ns = Netns::new("tree");
+    ns.tc(&[
+        "qdisc", "add", "dev", "d0", "root", "handle", "1:", "htb", "default", "10",
+    ]);
+    ns.tc(&[
+        "class", "add", "dev", "d0", "parent", "1:", "classid", "1:10", "htb", "rate", "1mbit",
+    ]);
+    ns.tc(&[
+        "qdisc", "add", "dev", "d0", "parent", "1:10", "handle", "10:", "pfifo", "limit", "50",
+    ]);
+    let before = ns.qdisc_dump();
+    assert!(before.contains("pfifo 10:"), "{before}");
+
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let ch = d.ready().await;
+    // The prior state is captured while the intent is synced; the refusal comes after the
+    // intent is on disk, so the fault exists and ends as apply_failed with nothing touched.
+    let e = faults(&ch)
+        .apply_fault(apply_tbf(&ns, 600, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.message().contains("classful root qdisc (htb)"), "{e}");
+    assert_eq!(ns.qdisc_dump(), before, "the user's tree must be untouched");
+    let all = faults(&ch)
+        .list_faults(api::ListFaultsRequest {
+            include_ended: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .faults;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        (all[0].phase, all[0].end_reason.as_str()),
+        (api::Phase::Reverted as i32, "apply_failed"),
+        "{all:?}"
+    );
+    drop(d);
+}
+
+#[tokio::test]
+#[ignore = "host tier: needs root; run by tests/run-all.sh"]
 async fn sigkill_torture_leaves_no_residue_and_loses_no_acknowledged_fault() {
     let cycles: usize = std::env::var("FAULTD_TORTURE_CYCLES")
         .ok()

@@ -466,3 +466,116 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
     );
     assert!(rtt_from_netns(&l.ns, selected) - base_sel < 20.0);
 }
+
+/// `nsenter -t PID -n <argv>`; panics with stderr unless `ok_err` matches it.
+fn nsenter_ok(pid: u32, argv: &[&str], ok_err: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n"])
+        .args(argv)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || ok_err.iter().any(|e| err.contains(e)),
+        "{argv:?}: {err}"
+    );
+    out
+}
+
+/// Upstream's SetTcs reset (reference section 2.1): `ip -j addr show`, then `tc qdisc del dev
+/// <if> root` on every interface.
+fn upstream_reset(pid: u32) {
+    let out = nsenter_ok(pid, &["ip", "-j", "addr", "show"], &[]);
+    let addrs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for a in addrs.as_array().unwrap() {
+        let name = a["ifname"].as_str().unwrap();
+        nsenter_ok(
+            pid,
+            &["tc", "qdisc", "del", "dev", name, "root"],
+            &["handle of zero", "No such file or directory"],
+        );
+    }
+}
+
+fn p50(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// SetTcs with netem against upstream's shell-out sequence, client-observed, interleaved, in the
+/// VM (the host kernel has no sch_netem). Both sides run under TCG emulation and the daemon is
+/// this tier's debug build, so only the ratio means anything; the host benchmark
+/// (`tests/bench/run.sh`) has the release numbers. Prints one `VM-BENCH {json}` line; asserts
+/// only that every call worked and nothing is left behind.
+#[tokio::test]
+#[ignore = "VM tier: run by tests/run-all.sh"]
+async fn settcs_netem_latency_against_upstream_shell_out() {
+    let iters: usize = std::env::var("FAULTD_VM_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let l = link("vmbench", 6);
+    let pid = l.ns.pid();
+    let before = l.ns.qdisc_dump();
+    let state = tempfile::tempdir().unwrap();
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let ch = d.ready().await;
+    let mut c = faults(&ch);
+    let (mut fa, mut fr, mut ua, mut ur) = (vec![], vec![], vec![], vec![]);
+    for i in 0..iters + 2 {
+        let keep = i >= 2;
+        let t = Instant::now();
+        let f = c
+            .apply_fault(netem("d0", pid, delay("100ms")))
+            .await
+            .unwrap()
+            .into_inner();
+        let a = t.elapsed();
+        assert_eq!(f.phase, api::Phase::Applied as i32);
+        let t = Instant::now();
+        c.revoke_fault(api::RevokeFaultRequest { id: f.id })
+            .await
+            .unwrap();
+        let r = t.elapsed();
+        let t = Instant::now();
+        upstream_reset(pid);
+        nsenter_ok(
+            pid,
+            &[
+                "tc", "qdisc", "add", "dev", "d0", "root", "handle", "1:", "netem", "delay",
+                "100ms",
+            ],
+            &[],
+        );
+        let ua_i = t.elapsed();
+        assert!(
+            l.ns.qdisc_dump().contains("netem 1:"),
+            "{}",
+            l.ns.qdisc_dump()
+        );
+        let t = Instant::now();
+        upstream_reset(pid);
+        let ur_i = t.elapsed();
+        if keep {
+            fa.push(a.as_secs_f64() * 1e3);
+            fr.push(r.as_secs_f64() * 1e3);
+            ua.push(ua_i.as_secs_f64() * 1e3);
+            ur.push(ur_i.as_secs_f64() * 1e3);
+        }
+    }
+    assert_eq!(l.ns.qdisc_dump(), before, "residue after the runs");
+    let (fa, fr, ua, ur) = (p50(fa), p50(fr), p50(ua), p50(ur));
+    println!(
+        "VM-BENCH {}",
+        serde_json::json!({
+            "what": "SetTcs netem delay 100ms on d0, client-observed p50 (admin socket), VM under TCG, debug build",
+            "iterations": iters,
+            "faultd_apply_ms": (fa * 100.0).round() / 100.0,
+            "upstream_apply_ms": (ua * 100.0).round() / 100.0,
+            "apply_ratio": (ua / fa * 10.0).round() / 10.0,
+            "faultd_recover_ms": (fr * 100.0).round() / 100.0,
+            "upstream_recover_ms": (ur * 100.0).round() / 100.0,
+            "recover_ratio": (ur / fr * 10.0).round() / 10.0,
+        })
+    );
+}

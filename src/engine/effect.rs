@@ -66,6 +66,19 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn scope(&self) -> Scope;
     /// A readable one-line description.
     fn summary(&self) -> String;
+    /// Reads (never changes) what the undo must restore. The engine starts it just before the
+    /// intent record is written and awaits it after the `fdatasync`, so the two overlap. The
+    /// effect journaled in the intent must therefore undo exactly whenever the capture finds
+    /// nothing more to restore (`Ok(None)`); when it finds more, it returns the completed
+    /// effect, which the engine journals durably before [`Effect::apply`] touches anything. An
+    /// error ends the fault before anything was touched ([`Effect::revert`] and
+    /// [`Effect::is_reverted`] must then see nothing of it).
+    fn capture<'a>(
+        &'a self,
+        _ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Option<Self>, EffectError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Makes the fault real; returns the process it started, if any (recorded as the fault's
     /// instance). On error, whatever was partially applied must be undone by
     /// [`Effect::revert`], which the engine calls next.

@@ -113,6 +113,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Polls `fut` once, so that it starts its work (say, hands a job to a namespace thread) before
+/// the caller goes on with something that blocks; its output if it finished right away.
+async fn poll_once<F: std::future::Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    use std::task::Poll;
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match std::pin::Pin::new(&mut *fut).poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// Runs short blocking disk work (a journal write and its `fdatasync`). On the multi-thread
 /// runtime the daemon uses, it runs in place with `block_in_place`: the worker hands its other
 /// tasks to another thread first, and the caller does not wait for a second thread to be woken
@@ -269,9 +282,34 @@ impl<E: Effect> Engine<E> {
             instance: None,
             group: new.group,
         };
-        self.persist(&rec).await?;
-        self.gauge(&rec.kind, 1);
         let ctx = rec.ctx();
+        // The capture (read-only, on namespace threads) runs while the intent is synced.
+        let captured = {
+            let mut capture = rec.effect.capture(&ctx);
+            let early = poll_once(&mut capture).await;
+            self.persist(&rec).await?;
+            match early {
+                Some(r) => r,
+                None => capture.await,
+            }
+        };
+        self.gauge(&rec.kind, 1);
+        match captured {
+            Ok(None) => {}
+            Ok(Some(completed)) => {
+                rec.effect = completed;
+                if let Err(e) = self.persist(&rec).await {
+                    self.finish(rec, EndReason::ApplyFailed, true).await;
+                    return Err(e);
+                }
+            }
+            Err(e) => {
+                rec.last_error = e.message.clone();
+                tracing::warn!(fault = %rec.id, error = %e, "capturing the prior state failed; nothing was applied");
+                self.finish(rec, EndReason::ApplyFailed, true).await;
+                return Err(EngineError::Effect(e));
+            }
+        }
         match rec.effect.apply(&ctx).await {
             Ok(instance) => {
                 rec.instance = instance;

@@ -16,6 +16,12 @@ struct FileEffect {
     fail_revert: bool,
     #[serde(default)]
     gone: bool,
+    /// What capture does: "" nothing, "complete" returns the effect with `captured` set,
+    /// "fail" refuses (apply must then never run).
+    #[serde(default)]
+    capture: String,
+    #[serde(default)]
+    captured: bool,
 }
 
 impl Effect for FileEffect {
@@ -27,6 +33,23 @@ impl Effect for FileEffect {
     }
     fn summary(&self) -> String {
         format!("marker {}", self.path.display())
+    }
+    fn capture<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<Option<Self>, EffectError>> {
+        Box::pin(async move {
+            // Yield once so the engine's fdatasync really runs while the capture is pending.
+            tokio::task::yield_now().await;
+            match self.capture.as_str() {
+                "complete" => Ok(Some(FileEffect {
+                    captured: true,
+                    ..self.clone()
+                })),
+                "fail" => Err(EffectError::new(
+                    FailureKind::FailedPrecondition,
+                    "capture refused",
+                )),
+                _ => Ok(None),
+            }
+        })
     }
     fn apply<'a>(
         &'a self,
@@ -93,6 +116,8 @@ impl Fixture {
             fail_apply: false,
             fail_revert: false,
             gone: false,
+            capture: String::new(),
+            captured: false,
         }
     }
 }
@@ -354,6 +379,53 @@ async fn failed_apply_is_undone_and_failed_rollback_says_what_to_remove() {
         .metrics
         .render()
         .contains("faultd_rollback_failures_total 1"));
+}
+
+#[tokio::test]
+async fn capture_completes_the_intent_before_apply_or_ends_the_fault_untouched() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    // A capture that finds more to restore: the completed effect is journaled (durably, as a
+    // second intent record) before apply, and it is what the fault carries from then on.
+    let mut more = f.effect("more");
+    more.capture = "complete".into();
+    let rec = e.apply(new_fault(more, None, None)).await.unwrap();
+    assert!(rec.effect.captured);
+    assert!(f.marker("more").exists());
+    assert_eq!(
+        journal_phases(&f.state(), &rec.id),
+        [Phase::Intent, Phase::Intent, Phase::Applied]
+    );
+    let text = std::fs::read_to_string(f.state().join(crate::journal::JOURNAL_FILE)).unwrap();
+    let captured: Vec<bool> = text
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .filter_map(|j| serde_json::from_str::<FaultRecord<FileEffect>>(j).ok())
+        .filter(|r| r.id == rec.id)
+        .map(|r| r.effect.captured)
+        .collect();
+    assert_eq!(captured, [false, true, true]);
+
+    // A capture that refuses: nothing is applied, the fault ends as apply_failed.
+    let mut refused = f.effect("refused");
+    refused.capture = "fail".into();
+    let err = e.apply(new_fault(refused, None, None)).await.unwrap_err();
+    assert_eq!(err.kind(), FailureKind::FailedPrecondition);
+    assert!(err.to_string().contains("capture refused"), "{err}");
+    assert!(!f.marker("refused").exists(), "apply must not run");
+    let r = e
+        .list(true)
+        .into_iter()
+        .find(|r| r.effect.path == f.marker("refused"))
+        .unwrap();
+    assert_eq!(
+        (r.phase, r.end_reason),
+        (Phase::Reverted, Some(EndReason::ApplyFailed))
+    );
+    assert_eq!(
+        journal_phases(&f.state(), &r.id),
+        [Phase::Intent, Phase::Reverting, Phase::Reverted]
+    );
 }
 
 #[tokio::test]

@@ -348,6 +348,24 @@ pub fn delete_root_qdisc(sock: &mut RouteSocket, ifindex: u32) -> Result<bool> {
     }
 }
 
+/// Deletes the root qdisc of `ifindex` only if its handle is `handle`: the kernel compares the
+/// handle under the same lock that deletes (`tc_get_qdisc`: "Invalid handle", `EINVAL`), so a
+/// root someone else installed is never removed. Returns whether something was deleted;
+/// `EINVAL` (another root) and `ENOENT` (the kernel's default root) delete nothing.
+pub fn delete_root_qdisc_if(sock: &mut RouteSocket, ifindex: u32, handle: u32) -> Result<bool> {
+    let mut tc = TcMessage::with_index(ifindex_i32(ifindex)?);
+    tc.header.parent = TcHandle::ROOT;
+    tc.header.handle = TcHandle::from(handle);
+    let msg = NetlinkMessage::from(RouteNetlinkMessage::DelQueueDiscipline(tc));
+    match sock.request_ack("delete root qdisc", msg) {
+        Ok(()) => Ok(true),
+        Err(TcError::Kernel { errno, .. }) if errno == libc::ENOENT || errno == libc::EINVAL => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Puts a root qdisc saved with [`root_qdisc`] back (see the module docs for what is exact).
 /// Idempotent: restoring twice, or restoring what is already there, succeeds.
 pub fn restore_root_qdisc(sock: &mut RouteSocket, ifindex: u32, saved: &Qdisc) -> Result<()> {
