@@ -56,6 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::host::{faults, tbf_request, Netns};
+use common::upstream;
 use faultd::engine::{EndReason, FaultRecord, Phase};
 use faultd::fault::FaultEffect;
 use faultd::journal::Journal;
@@ -462,59 +463,17 @@ fn shell_recover(pid: u32) -> Result<Duration, String> {
     }
 }
 
-/// `nsenter -t PID -n <argv>`: its output, or its stderr as the error.
-fn nsenter(pid: u32, argv: &[&str]) -> Result<std::process::Output, String> {
-    let out = Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n"])
-        .args(argv)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// Upstream's reset step (`tc_server.go` SetTcs): list the interfaces with `ip -j addr show`,
-/// then `tc qdisc del dev <if> root` on every one of them, ignoring "nothing to delete".
-fn upstream_reset(pid: u32) -> Result<(), String> {
-    let out = nsenter(pid, &["ip", "-j", "addr", "show"])?;
-    let addrs: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let names: Vec<String> = addrs
-        .as_array()
-        .ok_or("ip -j addr show: not an array")?
-        .iter()
-        .filter_map(|a| a["ifname"].as_str().map(str::to_string))
-        .collect();
-    for name in names {
-        match nsenter(pid, &["tc", "qdisc", "del", "dev", &name, "root"]) {
-            Ok(_) => {}
-            Err(e) if e.contains("handle of zero") || e.contains("No such file or directory") => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// What upstream chaos-daemon runs for a SetTcs with one tbf rule (reference section 2.1):
-/// the reset above, then `tc qdisc add dev d0 root handle 1: tbf ...`. Every command is a
-/// process launch entering the namespace (upstream: `nsexec -n`; here `nsenter -n`).
+/// What upstream chaos-daemon runs for a SetTcs with one tbf rule (see `common::upstream`).
 fn upstream_apply(pid: u32) -> Result<Duration, String> {
     let t = Instant::now();
-    upstream_reset(pid)?;
-    let mut add = vec!["tc", "qdisc", "add", "dev", "d0"];
-    add.extend_from_slice(&TBF_ARGS[..1]); // "root"
-    add.extend_from_slice(&["handle", "1:"]);
-    add.extend_from_slice(&TBF_ARGS[1..]);
-    nsenter(pid, &add)?;
+    upstream::set_one(pid, "d0", &TBF_ARGS[1..])?;
     Ok(t.elapsed())
 }
 
 /// What upstream runs for the recovering SetTcs (an empty rule list): the reset alone.
 fn upstream_recover(pid: u32) -> Result<Duration, String> {
     let t = Instant::now();
-    upstream_reset(pid)?;
+    upstream::reset(pid)?;
     Ok(t.elapsed())
 }
 

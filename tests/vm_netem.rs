@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::host::*;
+use common::upstream;
 use faultd::ns::{Namespace, NsKind};
 use faultd::proto::faultd::v1 as api;
 use faultd::proto::pb;
@@ -467,36 +468,6 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
     assert!(rtt_from_netns(&l.ns, selected) - base_sel < 20.0);
 }
 
-/// `nsenter -t PID -n <argv>`; panics with stderr unless `ok_err` matches it.
-fn nsenter_ok(pid: u32, argv: &[&str], ok_err: &[&str]) -> std::process::Output {
-    let out = std::process::Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n"])
-        .args(argv)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() || ok_err.iter().any(|e| err.contains(e)),
-        "{argv:?}: {err}"
-    );
-    out
-}
-
-/// Upstream's SetTcs reset (reference section 2.1): `ip -j addr show`, then `tc qdisc del dev
-/// <if> root` on every interface.
-fn upstream_reset(pid: u32) {
-    let out = nsenter_ok(pid, &["ip", "-j", "addr", "show"], &[]);
-    let addrs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for a in addrs.as_array().unwrap() {
-        let name = a["ifname"].as_str().unwrap();
-        nsenter_ok(
-            pid,
-            &["tc", "qdisc", "del", "dev", name, "root"],
-            &["handle of zero", "No such file or directory"],
-        );
-    }
-}
-
 fn p50(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -538,15 +509,7 @@ async fn settcs_netem_latency_against_upstream_shell_out() {
             .unwrap();
         let r = t.elapsed();
         let t = Instant::now();
-        upstream_reset(pid);
-        nsenter_ok(
-            pid,
-            &[
-                "tc", "qdisc", "add", "dev", "d0", "root", "handle", "1:", "netem", "delay",
-                "100ms",
-            ],
-            &[],
-        );
+        upstream::set_one(pid, "d0", &["netem", "delay", "100ms"]).unwrap();
         let ua_i = t.elapsed();
         assert!(
             l.ns.qdisc_dump().contains("netem 1:"),
@@ -554,7 +517,7 @@ async fn settcs_netem_latency_against_upstream_shell_out() {
             l.ns.qdisc_dump()
         );
         let t = Instant::now();
-        upstream_reset(pid);
+        upstream::reset(pid).unwrap();
         let ur_i = t.elapsed();
         if keep {
             fa.push(a.as_secs_f64() * 1e3);

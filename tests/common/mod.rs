@@ -4,6 +4,7 @@
 
 pub mod ctr;
 pub mod host;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 
