@@ -438,7 +438,12 @@ impl crate::engine::Effect for StressFault {
 
     fn target_gone(&self, ctx: &EffectCtx) -> bool {
         match &ctx.instance {
-            Some(w) => !spawn::is_running(w),
+            // Gone once it no longer runs, but not while it waits to be reaped: its exit status
+            // (an OOM kill shows there) is recorded at the reap, and `gone_reason` reads it.
+            Some(w) => {
+                !spawn::is_running(w)
+                    && (spawn::exit_of(w).is_some() || !spawn::is_unreaped_child(w))
+            }
             None => !spawn::scan_workers()
                 .iter()
                 .any(|p| p.fault_id == ctx.fault_id),

@@ -120,10 +120,12 @@ fn spawner_loop(rx: mpsc::Receiver<SpawnRequest>) {
                 }
             }
         }
+        // The map stays locked while children are reaped, so a reader that saw a worker vanish
+        // from /proc finds its exit status recorded (see `is_unreaped_child`).
+        let mut map = exits().lock().unwrap_or_else(|p| p.into_inner());
         children.retain_mut(|(c, ticks)| match c.try_wait() {
             Ok(Some(status)) => {
                 let pid = c.id();
-                let mut map = exits().lock().unwrap_or_else(|p| p.into_inner());
                 if map.len() > 512 {
                     map.clear();
                 }
@@ -363,6 +365,20 @@ fn read_ready_line(pipe: &mut std::fs::File, timeout: Duration) -> Result<String
 }
 
 /// Whether `who` is still running (same start time, not a zombie).
+/// Whether `who` is a zombie child of this process that the spawner has not reaped yet (it reaps
+/// every 50 ms): its exit status is about to be known, so it is not "gone" yet.
+pub fn is_unreaped_child(who: &ProcessIdentity) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", who.pid)) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    state == Some("Z")
+        && crate::process::parse_start_ticks(&stat).ok() == Some(who.start_ticks)
+        && crate::process::parse_ppid(&stat) == Some(std::process::id())
+}
+
 pub fn is_running(who: &ProcessIdentity) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", who.pid)) else {
         return false;
