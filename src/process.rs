@@ -107,6 +107,11 @@ pub fn parse_ppid(stat: &str) -> Option<u32> {
     stat_field(stat, 4)?.parse().ok()
 }
 
+/// Extracts field 3 (state: `R`, `S`, `Z`, ...) from a `/proc/<pid>/stat` line.
+pub fn parse_state(stat: &str) -> Option<char> {
+    stat_field(stat, 3)?.chars().next()
+}
+
 /// The parent of a live process.
 pub fn parent_pid(pid: u32) -> Option<u32> {
     parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
@@ -173,6 +178,9 @@ mod tests {
     fn start_ticks_with_hostile_comm() {
         let line = "42 (a) b) (c d) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10 18446744073709551615";
         assert_eq!(parse_start_ticks(line).unwrap(), 123456);
+        assert_eq!(parse_state(line), Some('S'));
+        assert_eq!(parse_ppid(line), Some(1));
+        assert_eq!(parse_state("42 no paren"), None);
         assert!(parse_start_ticks("42 no paren").is_err());
         assert!(parse_start_ticks("42 (x) S 1").is_err());
         assert!(parse_start_ticks("").is_err());

@@ -417,50 +417,16 @@ const TBF_ARGS: [&str; 8] = [
 
 fn shell_apply(pid: u32) -> Result<Duration, String> {
     let t = Instant::now();
-    let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-n",
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            "d0",
-        ])
-        .args(TBF_ARGS)
-        .output()
-        .map_err(|e| e.to_string())?;
-    let d = t.elapsed();
-    if out.status.success() {
-        Ok(d)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let mut argv = vec!["tc", "qdisc", "replace", "dev", "d0"];
+    argv.extend_from_slice(&TBF_ARGS);
+    upstream::nsenter(pid, &argv)?;
+    Ok(t.elapsed())
 }
 
 fn shell_recover(pid: u32) -> Result<Duration, String> {
     let t = Instant::now();
-    let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &pid.to_string(),
-            "-n",
-            "tc",
-            "qdisc",
-            "del",
-            "dev",
-            "d0",
-            "root",
-        ])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let d = t.elapsed();
-    if out.status.success() {
-        Ok(d)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    upstream::nsenter(pid, &["tc", "qdisc", "del", "dev", "d0", "root"])?;
+    Ok(t.elapsed())
 }
 
 /// What upstream chaos-daemon runs for a SetTcs with one tbf rule (see `common::upstream`).

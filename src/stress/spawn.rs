@@ -364,32 +364,30 @@ fn read_ready_line(pipe: &mut std::fs::File, timeout: Duration) -> Result<String
     }
 }
 
+/// The `/proc/<pid>/stat` line of `who`, if that pid is still the same process (same start
+/// ticks; a zombie still counts).
+fn stat_of(who: &ProcessIdentity) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", who.pid)).ok()?;
+    (crate::process::parse_start_ticks(&stat).ok() == Some(who.start_ticks)).then_some(stat)
+}
+
 /// Whether `who` is still running (same start time, not a zombie).
+pub fn is_running(who: &ProcessIdentity) -> bool {
+    stat_of(who).is_some_and(|stat| {
+        !matches!(
+            crate::process::parse_state(&stat),
+            Some('Z') | Some('X') | None
+        )
+    })
+}
+
 /// Whether `who` is a zombie child of this process that the spawner has not reaped yet (it reaps
 /// every 50 ms): its exit status is about to be known, so it is not "gone" yet.
 pub fn is_unreaped_child(who: &ProcessIdentity) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", who.pid)) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    state == Some("Z")
-        && crate::process::parse_start_ticks(&stat).ok() == Some(who.start_ticks)
-        && crate::process::parse_ppid(&stat) == Some(std::process::id())
-}
-
-pub fn is_running(who: &ProcessIdentity) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", who.pid)) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    if matches!(state, Some("Z") | Some("X") | None) {
-        return false;
-    }
-    crate::process::parse_start_ticks(&stat).ok() == Some(who.start_ticks)
+    stat_of(who).is_some_and(|stat| {
+        crate::process::parse_state(&stat) == Some('Z')
+            && crate::process::parse_ppid(&stat) == Some(std::process::id())
+    })
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
