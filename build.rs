@@ -23,8 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&served),
     )?;
     tonic_prost_build::configure()
-        // pb.Netem accepts both wire encodings of time/jitter (see src/server/compat.rs).
-        .extern_path(".pb.Netem", "crate::server::compat::Netem")
+        // pb.Netem accepts both wire encodings of time/jitter (see src/proto/compat.rs).
+        .extern_path(".pb.Netem", "crate::proto::compat::Netem")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

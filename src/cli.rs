@@ -1,8 +1,33 @@
 //! Process entry: parses the command line, sets up logging, runs the daemon or `faultd ctl`.
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-use crate::config::{Cli, Command, LogFormat, EXIT_USAGE};
+use crate::config::{DaemonConfig, LogFormat, EXIT_USAGE};
 use crate::daemon::Daemon;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "faultd",
+    version,
+    about = "Node-level chaos injection daemon, wire-compatible with Chaos Mesh's chaos-daemon",
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub daemon: DaemonConfig,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub enum Command {
+    /// Talk to a running faultd (list, get, halt-all, doctor, apply).
+    Ctl(crate::ctl::CtlArgs),
+    /// Internal: one stress fault's worker, started by the daemon (not for people).
+    #[command(name = "stress-worker", hide = true)]
+    StressWorker(crate::faults::stress::worker::WorkerArgs),
+}
 
 /// Runs faultd and returns the process exit code.
 pub fn run() -> i32 {
@@ -27,7 +52,7 @@ pub fn run() -> i32 {
     };
     // A stress worker stays single-threaded (it forks its load processes): no async runtime.
     if let Some(Command::StressWorker(args)) = &cli.command {
-        return crate::stress::worker::run(args);
+        return crate::faults::stress::worker::run(args);
     }
     // Only one rustls crypto provider may be the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -44,7 +69,7 @@ pub fn run() -> i32 {
     };
     match cli.command {
         Some(Command::Ctl(args)) => rt.block_on(crate::ctl::run(args)),
-        Some(Command::StressWorker(args)) => crate::stress::worker::run(&args),
+        Some(Command::StressWorker(args)) => crate::faults::stress::worker::run(&args),
         None => {
             if let Err(e) = cli.daemon.validate() {
                 eprintln!("faultd: {e}");

@@ -5,35 +5,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 /// Exit code for a bad command line (BSD `EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "faultd",
-    version,
-    about = "Node-level chaos injection daemon, wire-compatible with Chaos Mesh's chaos-daemon",
-    args_conflicts_with_subcommands = true,
-    args_override_self = true
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub daemon: DaemonConfig,
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once per process
-pub enum Command {
-    /// Talk to a running faultd (list, get, halt-all, doctor, apply).
-    Ctl(crate::ctl::CtlArgs),
-    /// Internal: one stress fault's worker, started by the daemon (not for people).
-    #[command(name = "stress-worker", hide = true)]
-    StressWorker(crate::stress::worker::WorkerArgs),
-}
 
 /// Container runtime names accepted by `--runtime` (upstream spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,11 +90,11 @@ pub struct DaemonConfig {
     pub dev: bool,
 
     /// How long SIGTERM waits for in-flight calls before stopping.
-    #[arg(long, env = "FAULTD_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, env = "FAULTD_SHUTDOWN_GRACE", value_parser = crate::duration::parse_duration, default_value = "10s")]
     pub shutdown_grace: Duration,
 
     /// Longest life of any fault; 0 disables the cap.
-    #[arg(long, env = "FAULTD_MAX_FAULT_DURATION", value_parser = parse_duration, default_value = "24h")]
+    #[arg(long, env = "FAULTD_MAX_FAULT_DURATION", value_parser = crate::duration::parse_duration, default_value = "24h")]
     pub max_fault_duration: Duration,
 
     /// Local unix socket for operators (HaltAll, list) that works without the control plane.
@@ -195,51 +170,13 @@ impl DaemonConfig {
     }
 }
 
-/// Parses `90s`, `10m`, `24h`, `500ms`, `1h30m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("{s:?}: missing unit (ms, s, m, h)"))?;
-        if digits == 0 {
-            return Err(format!("{s:?}: expected a number"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-        };
-        total = total.saturating_add(d);
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("faultd").chain(args.iter().copied()))
+    fn parse(args: &[&str]) -> Result<crate::cli::Cli, clap::Error> {
+        crate::cli::Cli::try_parse_from(std::iter::once("faultd").chain(args.iter().copied()))
     }
 
     #[test]
@@ -308,16 +245,5 @@ mod tests {
             .unwrap()
             .daemon;
         assert!(d.validate().is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "h", "10x", "-5s", "1.5s", "ms", "5 s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }

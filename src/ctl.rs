@@ -109,7 +109,7 @@ pub struct TargetArgs {
     #[arg(long, default_value = "eth0")]
     pub device: String,
     /// Roll the fault back after this long (e.g. 30s, 5m).
-    #[arg(long, value_parser = crate::config::parse_duration)]
+    #[arg(long, value_parser = crate::duration::parse_duration)]
     pub ttl: Duration,
     /// Tie the fault to a lease.
     #[arg(long)]
@@ -211,11 +211,11 @@ fn when(ms: i64) -> String {
         return "-".into();
     }
     let now = crate::engine::record::now_unix_ms();
-    let d = (ms - now) / 1000;
-    if d >= 0 {
-        format!("in {d}s")
+    let d = std::time::Duration::from_millis((ms - now).unsigned_abs());
+    if ms >= now {
+        format!("in {}", crate::duration::humanize(d))
     } else {
-        format!("{}s ago", -d)
+        format!("{} ago", crate::duration::humanize(d))
     }
 }
 

@@ -2,8 +2,7 @@
 //! serving, and graceful shutdown (health NOT_SERVING, drain, stop within the grace period).
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -12,7 +11,7 @@ use tonic::transport::Server;
 
 use crate::config::{DaemonConfig, RuntimeName};
 use crate::engine::EndReason;
-use crate::fault::FaultEngine;
+use crate::faults::FaultEngine;
 use crate::metrics::{Metrics, RuntimeLabels};
 use crate::proto::faultd::v1::{
     doctor_server::DoctorServer, faults_server::FaultsServer, leases_server::LeasesServer,
@@ -20,6 +19,7 @@ use crate::proto::faultd::v1::{
 use crate::proto::pb::chaos_daemon_server::ChaosDaemonServer;
 use crate::runtime::{RuntimeConfig, RuntimeKind, Runtimes};
 use crate::server;
+pub use crate::state::DaemonState;
 use crate::tls::{self, ReloadingConfig, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,71 +52,6 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// State shared by every handler.
-pub struct DaemonState {
-    pub config: DaemonConfig,
-    pub metrics: Arc<Metrics>,
-    pub engine: Arc<FaultEngine>,
-    pub runtimes: Runtimes,
-    ready: AtomicBool,
-    ready_detail: Mutex<String>,
-    inflight: std::sync::atomic::AtomicUsize,
-}
-
-impl DaemonState {
-    pub fn new(
-        config: DaemonConfig,
-        metrics: Arc<Metrics>,
-        engine: Arc<FaultEngine>,
-        runtimes: Runtimes,
-    ) -> Self {
-        DaemonState {
-            config,
-            metrics,
-            engine,
-            runtimes,
-            ready: AtomicBool::new(false),
-            ready_detail: Mutex::new("starting: reconciling the journal\n".into()),
-            inflight: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    /// RPCs being handled right now.
-    pub fn inflight(&self) -> usize {
-        self.inflight.load(Ordering::SeqCst)
-    }
-
-    /// Counts one RPC as in flight until the guard drops.
-    pub fn track_call(&self) -> InflightGuard<'_> {
-        self.inflight.fetch_add(1, Ordering::SeqCst);
-        InflightGuard(&self.inflight)
-    }
-
-    /// `/readyz`: ready once start-up reconciliation finished, with a human-readable body.
-    pub fn readiness(&self) -> (bool, String) {
-        let detail = self
-            .ready_detail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        (self.ready.load(Ordering::SeqCst), detail)
-    }
-
-    fn set_ready(&self, ready: bool, detail: String) {
-        *self.ready_detail.lock().unwrap_or_else(|p| p.into_inner()) = detail;
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-}
-
-/// Marks one RPC in flight (see [`DaemonState::track_call`]).
-pub struct InflightGuard<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for InflightGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// A running daemon.

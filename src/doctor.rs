@@ -5,10 +5,9 @@
 //! removed.
 use std::collections::HashSet;
 
-use crate::daemon::DaemonState;
 use crate::engine::Effect;
-use crate::fault::FaultEffect;
-use crate::netfault::is_faultd_handle;
+use crate::faults::qdisc::is_faultd_handle;
+use crate::faults::FaultEffect;
 use crate::ns::{Namespace, NsId, NsKind};
 use crate::tc::{in_netns, qdisc};
 
@@ -70,26 +69,31 @@ pub fn network_namespaces() -> Vec<(NsId, Namespace, String)> {
 }
 
 /// Runs every check and the residue scan.
-pub async fn run(state: &DaemonState, fix: bool) -> Report {
+pub async fn run(
+    engine: &crate::faults::FaultEngine,
+    runtimes: &crate::runtime::Runtimes,
+    state_dir: &std::path::Path,
+    fix: bool,
+) -> Report {
     let mut report = Report::default();
-    let active = state.engine.list(false);
+    let active = engine.list(false);
     report.checks.push(check(
         "journal",
         true,
         format!(
             "{} active fault(s) in {}",
             active.len(),
-            state.config.state_dir().display()
+            state_dir.display()
         ),
     ));
-    let found = state.runtimes.discovered();
+    let found = runtimes.discovered();
     report.checks.push(check(
         "container runtime",
         !found.is_empty(),
         if found.is_empty() {
             "no runtime socket answered; container ids are resolved through /proc only".to_string()
         } else {
-            state.runtimes.describe()
+            runtimes.describe()
         },
     ));
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
@@ -180,7 +184,7 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
         }
     }
     // Residue: faultd nft tables whose owner marker names no fault the journal accounts for.
-    let nft = crate::firewall::nft::program();
+    let nft = crate::faults::firewall::nft::program();
     report.checks.push(check(
         "nft",
         nft.is_some(),
@@ -191,7 +195,7 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
         },
     ));
     let owners: HashSet<String> = active.iter().map(|r| r.id.clone()).collect();
-    for t in crate::firewall::stray_tables(&namespaces, &owners, fix).await {
+    for t in crate::faults::firewall::stray_tables(&namespaces, &owners, fix).await {
         report.residue.push(Residue {
             kind: "nft table".into(),
             location: format!("netns {}:{} ({})", t.netns.dev, t.netns.ino, t.label),
@@ -203,16 +207,16 @@ pub async fn run(state: &DaemonState, fix: bool) -> Report {
     // workers survive only if PDEATHSIG could not fire).
     // Workers whose parent is another live faultd daemon (test hosts) are that daemon's.
     let active_ids: HashSet<&str> = active.iter().map(|r| r.id.as_str()).collect();
-    let workers = tokio::task::spawn_blocking(crate::stress::spawn::scan_workers)
+    let workers = tokio::task::spawn_blocking(crate::faults::stress::spawn::scan_workers)
         .await
         .unwrap_or_default();
-    let foreign = crate::stress::spawn::foreign_fault_ids(&workers, std::process::id());
+    let foreign = crate::faults::stress::spawn::foreign_fault_ids(&workers, std::process::id());
     let strays: Vec<_> = workers
         .into_iter()
         .filter(|p| !active_ids.contains(p.fault_id.as_str()) && !foreign.contains(&p.fault_id))
         .collect();
     for p in strays {
-        let removed = fix && crate::stress::spawn::kill_worker_process(&p);
+        let removed = fix && crate::faults::stress::spawn::kill_worker_process(&p);
         report.residue.push(Residue {
             kind: "stress worker".into(),
             location: format!("pid {}", p.pid),

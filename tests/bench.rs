@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 use common::host::{faults, tbf_request, Netns};
 use common::upstream;
 use faultd::engine::{EndReason, FaultRecord, Phase};
-use faultd::fault::FaultEffect;
+use faultd::faults::FaultEffect;
 use faultd::journal::Journal;
 use faultd::proto::faultd::v1 as api;
 use serde_json::{json, Value};

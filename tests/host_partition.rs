@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::host::DaemonProc;
-use faultd::firewall::nft;
+use faultd::faults::firewall::nft;
 use faultd::ns::{Namespace, NsKind};
 use faultd::proto::pb;
 use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
@@ -690,7 +690,7 @@ async fn a_faultd_table_nobody_owns_is_refused_and_doctor_removes_it() {
     // The daemon's `fix: true` is node-wide and would also remove the tables of other test runs
     // on this host; the same removal, scoped to this namespace:
     let ns = (p.srv.id(), p.srv.try_clone().unwrap(), p.srv_name.clone());
-    let found = faultd::firewall::stray_tables(&[ns], &Default::default(), true).await;
+    let found = faultd::faults::firewall::stray_tables(&[ns], &Default::default(), true).await;
     assert!(found.len() == 1 && found[0].removed, "{found:?}");
     assert!(!p.has_table());
     // Now faultd owns the table; an owned table is not residue.
@@ -730,7 +730,7 @@ async fn every_golden_batch_loads_into_nft_and_deletes_cleanly() {
     let _del = Del(name.clone());
     let ns = Namespace::open(&Path::new("/run/netns").join(&name), NsKind::Net).unwrap();
     let owner = "00000000-0000-4000-8000-000000000001";
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/firewall/golden");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/faults/firewall/golden");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();
@@ -743,11 +743,12 @@ async fn every_golden_batch_loads_into_nft_and_deletes_cleanly() {
         };
         assert_eq!(l.owner(), Some(owner), "{}", path.display());
         // Someone else's delete is refused as a whole; the owner's succeeds.
-        let other =
-            faultd::firewall::render::delete_owned_batch("ffffffff-0000-4000-8000-000000000000")
-                .unwrap();
+        let other = faultd::faults::firewall::render::delete_owned_batch(
+            "ffffffff-0000-4000-8000-000000000000",
+        )
+        .unwrap();
         assert!(nft::run(&ns, nft::ARGV_BATCH, Some(&other)).await.is_err());
-        let mine = faultd::firewall::render::delete_owned_batch(owner).unwrap();
+        let mine = faultd::faults::firewall::render::delete_owned_batch(owner).unwrap();
         nft::run(&ns, nft::ARGV_BATCH, Some(&mine)).await.unwrap();
         assert_eq!(
             nft::table_state(&ns).await.unwrap(),
@@ -760,7 +761,7 @@ async fn every_golden_batch_loads_into_nft_and_deletes_cleanly() {
     nft::run(
         &ns,
         nft::ARGV_BATCH,
-        Some(faultd::firewall::render::DELETE_ANY_BATCH),
+        Some(faultd::faults::firewall::render::DELETE_ANY_BATCH),
     )
     .await
     .unwrap();

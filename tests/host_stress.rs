@@ -23,10 +23,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::host::{daemon_args, faults, DaemonProc};
+use faultd::faults::stress::cgroup::{self, TargetCgroups};
 use faultd::proto::faultd::v1 as api;
 use faultd::proto::pb;
 use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
-use faultd::stress::cgroup::{self, TargetCgroups};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -199,7 +199,7 @@ fn cgroup_procs(cg: &TargetCgroups) -> Vec<u32> {
 /// Live `faultd stress-worker` processes (worker and load processes) of these fault ids; all
 /// of them when `ids` is empty.
 fn worker_pids(ids: &[&str]) -> Vec<u32> {
-    faultd::stress::spawn::scan_workers()
+    faultd::faults::stress::spawn::scan_workers()
         .into_iter()
         .filter(|w| ids.is_empty() || ids.contains(&w.fault_id.as_str()))
         .map(|w| w.pid)

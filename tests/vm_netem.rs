@@ -380,8 +380,9 @@ fn rtt_from_netns(ns: &Netns, to: SocketAddr) -> f64 {
 #[tokio::test]
 #[ignore = "VM tier: run by tests/run-all.sh"]
 async fn ipset_filtered_delay_slows_only_the_selected_destination() {
-    use faultd::firewall::{IpSet, Part};
-    use faultd::netfault::{FaultMeta, TcRule, TcRuleKind};
+    use faultd::engine::FaultMeta;
+    use faultd::faults::firewall::{IpSet, Part};
+    use faultd::faults::qdisc::{TcRule, TcRuleKind};
     let l = link("filter", 6);
     let o = std::process::Command::new("ip")
         .args(["addr", "add", "10.250.6.3/24", "dev", &l.ns.host_if])
@@ -396,7 +397,7 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
 
     // In-process engine: the same domain calls the FlushIPSets and SetTcs adapters make.
     let state = tempfile::tempdir().unwrap();
-    let engine = faultd::fault::FaultEngine::open(
+    let engine = faultd::faults::FaultEngine::open(
         state.path(),
         Duration::from_secs(600),
         std::sync::Arc::new(faultd::metrics::Metrics::new()),
@@ -407,7 +408,7 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
         owner: "vm-test".into(),
         ..Default::default()
     };
-    faultd::firewall::set_firewall(
+    faultd::faults::firewall::set_firewall_for(
         &engine,
         who,
         Part::Sets(vec![IpSet {
@@ -430,7 +431,7 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
         protocol: String::new(),
         device: "d0".into(),
     };
-    faultd::netfault::set_tcs(&engine, who, &[rule], &meta)
+    faultd::faults::qdisc::set_tcs_for(&engine, who, &[rule], &meta)
         .await
         .unwrap();
     let dump = l.ns.qdisc_dump();
@@ -451,10 +452,10 @@ async fn ipset_filtered_delay_slows_only_the_selected_destination() {
     );
 
     // Recover in the controller's order: tcs, then ipsets.
-    faultd::netfault::set_tcs(&engine, who, &[], &meta)
+    faultd::faults::qdisc::set_tcs_for(&engine, who, &[], &meta)
         .await
         .unwrap();
-    faultd::firewall::set_firewall(&engine, who, Part::Sets(vec![]), &meta)
+    faultd::faults::firewall::set_firewall_for(&engine, who, Part::Sets(vec![]), &meta)
         .await
         .unwrap();
     assert_eq!(l.ns.qdisc_dump(), qdisc_before);

@@ -19,15 +19,7 @@ pub enum Scope {
     Host,
 }
 
-/// How an effect failed, so the gRPC layer can pick a status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    InvalidArgument,
-    NotFound,
-    FailedPrecondition,
-    Unavailable,
-    Internal,
-}
+pub use crate::failure::FailureKind;
 
 /// An error from a fault kind's apply/revert/check.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +27,12 @@ pub enum FailureKind {
 pub struct EffectError {
     pub kind: FailureKind,
     pub message: String,
+}
+
+impl crate::failure::Failure for EffectError {
+    fn failure(&self) -> FailureKind {
+        self.kind
+    }
 }
 
 impl EffectError {
@@ -99,4 +97,14 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn gone_reason(&self, _ctx: &EffectCtx) -> super::EndReason {
         super::EndReason::TargetGone
     }
+}
+
+/// A closed set of fault kinds (the daemon's `faults::FaultEffect`) that holds kind `K`. A
+/// kind's use case is written against this bound, never against the set itself, so the kinds
+/// sit below the set and none of them imports it.
+pub trait Holds<K>: Effect {
+    /// `k` as a member of the set.
+    fn wrap(k: K) -> Self;
+    /// The kind's value, if this effect is one of kind `K`.
+    fn get(&self) -> Option<&K>;
 }

@@ -9,15 +9,20 @@
 //! gone are recorded as gone with the reboot; anything else is checked and undone (`reboot`).
 //! On SIGTERM every active fault is rolled back (`shutdown`): a fault never outlives the
 //! process that supervises it.
+mod deadlines;
 mod effect;
 mod lease;
+mod reconcile;
 pub mod record;
+mod request;
 
-pub use effect::{Effect, EffectCtx, EffectError, FailureKind, Scope};
+pub use effect::{Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
 pub use lease::Lease;
+pub use reconcile::ReconcileReport;
 pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};
+pub use request::{FaultMeta, GroupLock, NewFault};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +58,15 @@ pub enum EngineError {
     RollbackFailed { id: String, message: String },
     #[error("journal worker failed: {0}")]
     Join(String),
+    #[error("fault {id} belongs to group {group:?}, not to the locked group {locked:?}")]
+    WrongGroup {
+        id: String,
+        group: String,
+        locked: String,
+    },
 }
+
+crate::impl_failure!(EngineError);
 
 impl EngineError {
     pub fn kind(&self) -> FailureKind {
@@ -63,28 +76,11 @@ impl EngineError {
             EngineError::NotFound(_) | EngineError::LeaseNotFound(_) => FailureKind::NotFound,
             EngineError::LeaseExpired(_) => FailureKind::FailedPrecondition,
             EngineError::Invalid(_) => FailureKind::InvalidArgument,
-            EngineError::RollbackFailed { .. } => FailureKind::Internal,
+            EngineError::RollbackFailed { .. } | EngineError::WrongGroup { .. } => {
+                FailureKind::Internal
+            }
         }
     }
-}
-
-/// A fault to apply.
-pub struct NewFault<E> {
-    pub effect: E,
-    pub target: TargetIdentity,
-    pub owner: String,
-    pub ttl: Option<Duration>,
-    pub lease_id: Option<String>,
-    pub group: String,
-}
-
-/// What start-up reconciliation did.
-#[derive(Debug, Default, Clone)]
-pub struct ReconcileReport {
-    pub rolled_back: usize,
-    pub gone_with_reboot: usize,
-    pub failed: usize,
-    pub took: Duration,
 }
 
 /// Result of HaltAll.
@@ -106,6 +102,8 @@ pub struct Engine<E: Effect> {
     boot_id: String,
     max_duration: Option<Duration>,
     wake: Notify,
+    /// Faults the deadline loop has handed to a rollback task that has not finished yet.
+    ending: Mutex<HashSet<String>>,
     me: (u32, u64),
 }
 
@@ -181,6 +179,7 @@ impl<E: Effect> Engine<E> {
             boot_id,
             max_duration: (!max_duration.is_zero()).then_some(max_duration),
             wake: Notify::new(),
+            ending: Mutex::new(HashSet::new()),
             me,
         }))
     }
@@ -232,13 +231,17 @@ impl<E: Effect> Engine<E> {
             .inc_by(delta);
     }
 
-    /// Serializes changes to one group (for example one device in one netns).
-    pub async fn lock_group(&self, group: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// Takes the lock of one group (for example one device in one netns). Every apply and
+    /// every rollback of a fault in the group runs under it.
+    pub async fn lock_group(&self, group: &str) -> GroupLock {
         let m = lock(&self.groups)
             .entry(group.to_string())
             .or_default()
             .clone();
-        m.lock_owned().await
+        GroupLock {
+            group: group.to_string(),
+            _guard: m.lock_owned().await,
+        }
     }
 
     fn deadline_for(&self, ttl: Option<Duration>) -> Option<Deadline> {
@@ -255,9 +258,26 @@ impl<E: Effect> Engine<E> {
         })
     }
 
-    /// Journals the intent, applies, journals that it is applied. On failure whatever was
-    /// partially applied is undone and the error returned.
+    /// [`Engine::apply_locked`] under the fault's group lock, taken here.
     pub async fn apply(&self, new: NewFault<E>) -> Result<FaultRecord<E>, EngineError> {
+        let group = self.lock_group(&new.group).await;
+        self.apply_locked(&group, new).await
+    }
+
+    /// Journals the intent, applies, journals that it is applied. On failure whatever was
+    /// partially applied is undone and the error returned. The caller holds the group lock.
+    pub async fn apply_locked(
+        &self,
+        group: &GroupLock,
+        new: NewFault<E>,
+    ) -> Result<FaultRecord<E>, EngineError> {
+        if new.group != group.group {
+            return Err(EngineError::WrongGroup {
+                id: "(new fault)".into(),
+                group: new.group,
+                locked: group.group.clone(),
+            });
+        }
         if let Some(lease) = &new.lease_id {
             self.check_lease(lease)?;
         }
@@ -414,8 +434,34 @@ impl<E: Effect> Engine<E> {
         rec
     }
 
-    /// Rolls back one fault now.
+    /// Rolls back one fault now, under its group's lock. A fault another task is rolling back
+    /// (or applying) is waited for: the answer is always the fault's settled state.
     pub async fn revert(&self, id: &str, reason: EndReason) -> Result<FaultRecord<E>, EngineError> {
+        let group = self
+            .get(id)
+            .ok_or_else(|| EngineError::NotFound(id.into()))?
+            .group;
+        let lock = self.lock_group(&group).await;
+        self.revert_locked(&lock, id, reason).await
+    }
+
+    /// [`Engine::revert`] for a caller that holds the fault's group lock.
+    pub async fn revert_locked(
+        &self,
+        group: &GroupLock,
+        id: &str,
+        reason: EndReason,
+    ) -> Result<FaultRecord<E>, EngineError> {
+        let rec = self
+            .get(id)
+            .ok_or_else(|| EngineError::NotFound(id.into()))?;
+        if rec.group != group.group {
+            return Err(EngineError::WrongGroup {
+                id: id.into(),
+                group: rec.group,
+                locked: group.group.clone(),
+            });
+        }
         match self.claim(id) {
             Some((rec, counted)) => {
                 let rec = self.finish(rec, reason, counted).await;
@@ -427,30 +473,41 @@ impl<E: Effect> Engine<E> {
                 }
                 Ok(rec)
             }
-            // Already ended (or being ended): idempotent.
-            None => self.get(id).ok_or_else(|| EngineError::NotFound(id.into())),
+            // Already ended: idempotent. (Nothing else can be ending it: that needs the lock.)
+            None => Ok(rec),
         }
     }
 
-    /// Rolls back every active fault of a group; returns how many failed.
-    pub async fn revert_group(&self, group: &str, reason: EndReason) -> Result<usize, EngineError> {
-        let ids: Vec<String> = lock(&self.faults)
-            .values()
-            .filter(|r| r.group == group && r.phase.is_active())
-            .map(|r| r.id.clone())
+    /// Rolls back every active fault of the locked group; returns how many there were.
+    pub async fn revert_group(
+        &self,
+        group: &GroupLock,
+        reason: EndReason,
+    ) -> Result<usize, EngineError> {
+        let ids: Vec<String> = self
+            .active_in_group(&group.group)
+            .into_iter()
+            .map(|r| r.id)
             .collect();
-        let mut failed = 0;
         let mut first_err = None;
-        for id in ids {
-            if let Err(e) = self.revert(&id, reason).await {
-                failed += 1;
+        for id in &ids {
+            if let Err(e) = self.revert_locked(group, id, reason).await {
                 first_err.get_or_insert(e);
             }
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(failed),
+            None => Ok(ids.len()),
         }
+    }
+
+    /// The most recently created fault of a group, in any phase.
+    pub fn last_in_group(&self, group: &str) -> Option<FaultRecord<E>> {
+        lock(&self.faults)
+            .values()
+            .filter(|r| r.group == group)
+            .max_by_key(|r| r.created_unix_ms)
+            .cloned()
     }
 
     /// Active faults of a group, oldest first.
@@ -523,227 +580,6 @@ impl<E: Effect> Engine<E> {
             }
         }
         report
-    }
-
-    /// Start-up reconciliation: ends everything a previous process left applied (see the module
-    /// docs for the policy). Runs before the daemon serves.
-    pub async fn reconcile(&self) -> ReconcileReport {
-        let started = Instant::now();
-        let mut report = ReconcileReport::default();
-        let leftovers: Vec<FaultRecord<E>> = lock(&self.faults)
-            .values()
-            .filter(|r| r.phase.is_active() || r.phase == Phase::Failed)
-            .cloned()
-            .collect();
-        let mut work = Vec::new();
-        for rec in leftovers {
-            let rebooted = rec.boot_id != self.boot_id;
-            if rebooted && rec.effect.scope() != Scope::Host && rec.effect.target_gone(&rec.ctx()) {
-                let mut gone = rec.clone();
-                gone.phase = Phase::Reverted;
-                gone.end_reason = Some(EndReason::Reboot);
-                gone.ended_unix_ms = now_unix_ms();
-                if let Err(e) = self.note(&gone).await {
-                    tracing::error!(fault = %gone.id, error = %e, "journaling reconciliation failed");
-                }
-                self.metrics
-                    .rollbacks
-                    .get_or_create(&RollbackLabels {
-                        kind: gone.kind.clone(),
-                        reason: "reboot".into(),
-                    })
-                    .inc();
-                report.gone_with_reboot += 1;
-                continue;
-            }
-            let reason = if rebooted {
-                EndReason::Reboot
-            } else {
-                EndReason::Restart
-            };
-            // Leftovers belong to a previous process: claim them whatever their phase (a
-            // rollback it had started, Reverting, is finished here).
-            let mut claimed = rec;
-            claimed.phase = Phase::Reverting;
-            lock(&self.faults).insert(claimed.id.clone(), claimed.clone());
-            work.push((claimed, reason, false));
-        }
-        let outcomes = futures_util::future::join_all(
-            work.into_iter()
-                .map(|(rec, reason, counted)| self.finish(rec, reason, counted)),
-        )
-        .await;
-        for rec in outcomes {
-            if rec.phase == Phase::Reverted {
-                report.rolled_back += 1;
-            } else {
-                report.failed += 1;
-            }
-        }
-        self.compact().await;
-        report.took = started.elapsed();
-        tracing::info!(
-            rolled_back = report.rolled_back,
-            gone_with_reboot = report.gone_with_reboot,
-            failed = report.failed,
-            took_ms = report.took.as_secs_f64() * 1e3,
-            "journal reconciled"
-        );
-        report
-    }
-
-    async fn maybe_compact(&self) {
-        let (len, live) = {
-            let j = lock(&self.journal).len();
-            (j, lock(&self.faults).len())
-        };
-        if len > 1000 && len > 4 * live {
-            self.compact().await;
-        }
-    }
-
-    /// Rewrites the journal with active faults plus the most recent ended ones.
-    pub async fn compact(&self) {
-        let keep: Vec<FaultRecord<E>> = {
-            let mut faults = lock(&self.faults);
-            let mut ended: Vec<_> = faults
-                .values()
-                .filter(|r| r.phase == Phase::Reverted)
-                .map(|r| (r.ended_unix_ms, r.id.clone()))
-                .collect();
-            ended.sort();
-            let drop = ended.len().saturating_sub(KEEP_ENDED);
-            for (_, id) in ended.into_iter().take(drop) {
-                faults.remove(&id);
-            }
-            faults.values().cloned().collect()
-        };
-        let journal = self.journal.clone();
-        let r = tokio::task::spawn_blocking(move || lock(&journal).compact(&keep)).await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "journal compaction failed"),
-            Err(e) => tracing::error!(error = %e, "journal compaction task failed"),
-        }
-    }
-
-    // ----- leases -----
-
-    pub fn create_lease(
-        &self,
-        name: &str,
-        period: Duration,
-        owner: &str,
-    ) -> Result<Lease, EngineError> {
-        if period.is_zero() || period > Duration::from_secs(7 * 24 * 3600) {
-            return Err(EngineError::Invalid(
-                "lease period must be between 1 s and 7 days".into(),
-            ));
-        }
-        let lease = Lease::new(name, period, owner);
-        lock(&self.leases).insert(lease.id.clone(), lease.clone());
-        Ok(lease)
-    }
-
-    pub fn renew_lease(&self, id: &str) -> Result<Lease, EngineError> {
-        let mut leases = lock(&self.leases);
-        let l = leases
-            .get_mut(id)
-            .ok_or_else(|| EngineError::LeaseNotFound(id.into()))?;
-        if l.expired {
-            return Err(EngineError::LeaseExpired(id.into()));
-        }
-        l.renew();
-        Ok(l.clone())
-    }
-
-    /// Ends a lease now; its faults are rolled back by the deadline loop.
-    pub fn revoke_lease(&self, id: &str) -> Result<Lease, EngineError> {
-        let mut leases = lock(&self.leases);
-        let l = leases
-            .get_mut(id)
-            .ok_or_else(|| EngineError::LeaseNotFound(id.into()))?;
-        l.expired = true;
-        let out = l.clone();
-        drop(leases);
-        self.wake.notify_one();
-        Ok(out)
-    }
-
-    pub fn lease(&self, id: &str) -> Option<Lease> {
-        lock(&self.leases).get(id).cloned()
-    }
-
-    fn check_lease(&self, id: &str) -> Result<(), EngineError> {
-        match lock(&self.leases).get(id) {
-            None => Err(EngineError::LeaseNotFound(id.into())),
-            Some(l) if l.expired || l.is_overdue(now_boottime_ms()) => {
-                Err(EngineError::LeaseExpired(id.into()))
-            }
-            Some(_) => Ok(()),
-        }
-    }
-
-    /// Finds what must end now: expired deadlines, lapsed leases, targets that went away.
-    fn due(&self) -> (Vec<(String, EndReason)>, Duration) {
-        let now = now_boottime_ms();
-        let mut lapsed = Vec::new();
-        {
-            let mut leases = lock(&self.leases);
-            for l in leases.values_mut() {
-                if !l.expired && l.is_overdue(now) {
-                    l.expired = true;
-                    tracing::warn!(lease = %l.id, name = %l.name, "lease lapsed; rolling back its faults");
-                }
-                if l.expired {
-                    lapsed.push(l.id.clone());
-                }
-            }
-        }
-        let mut due = Vec::new();
-        let mut next = TICK;
-        for r in lock(&self.faults).values() {
-            if r.phase != Phase::Applied {
-                continue;
-            }
-            if let Some(d) = &r.deadline {
-                if d.expired(now, &self.boot_id) {
-                    due.push((r.id.clone(), EndReason::Expiry));
-                    continue;
-                }
-                next = next.min(Duration::from_millis(d.remaining_ms(now, &self.boot_id)));
-            }
-            if let Some(l) = &r.lease_id {
-                if lapsed.contains(l) {
-                    due.push((r.id.clone(), EndReason::Lease));
-                    continue;
-                }
-            }
-            if r.effect.scope() == Scope::Process && r.effect.target_gone(&r.ctx()) {
-                due.push((r.id.clone(), r.effect.gone_reason(&r.ctx())));
-            }
-        }
-        (due, next)
-    }
-
-    /// Enforces deadlines and leases until `stop` fires.
-    pub async fn run_deadlines(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            let (due, next) = self.due();
-            for (id, reason) in due {
-                if let Some((rec, counted)) = self.claim(&id) {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        me.finish(rec, reason, counted).await;
-                    });
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(next.max(Duration::from_millis(5))) => {}
-                _ = self.wake.notified() => {}
-                _ = stop.changed() => return,
-            }
-        }
     }
 }
 

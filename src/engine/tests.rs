@@ -22,6 +22,41 @@ struct FileEffect {
     capture: String,
     #[serde(default)]
     captured: bool,
+    /// Race tests: a gate (see [`gate`]) the revert waits on, and a label for the op log.
+    #[serde(default)]
+    gate: String,
+    /// Set by capture: whether another fault's marker (`watch`) existed when this one
+    /// captured its prior state.
+    #[serde(default)]
+    watch: Option<PathBuf>,
+    #[serde(default)]
+    saw_watch: bool,
+}
+
+/// Gates and an operation log shared by an effect's futures and the race tests (names are
+/// unique per test, so parallel tests do not mix).
+static GATES: std::sync::LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>> =
+    std::sync::LazyLock::new(Default::default);
+static OPS: std::sync::LazyLock<Mutex<Vec<String>>> = std::sync::LazyLock::new(Default::default);
+
+fn gate(name: &str) -> Arc<tokio::sync::Semaphore> {
+    lock(&GATES)
+        .entry(name.to_string())
+        .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(0)))
+        .clone()
+}
+
+fn op(s: String) {
+    lock(&OPS).push(s);
+}
+
+/// The logged operations whose label starts with `prefix`, in order.
+fn ops(prefix: &str) -> Vec<String> {
+    lock(&OPS)
+        .iter()
+        .filter(|o| o.starts_with(prefix))
+        .cloned()
+        .collect()
 }
 
 impl Effect for FileEffect {
@@ -38,6 +73,16 @@ impl Effect for FileEffect {
         Box::pin(async move {
             // Yield once so the engine's fdatasync really runs while the capture is pending.
             tokio::task::yield_now().await;
+            if !self.gate.is_empty() {
+                op(format!("{} capture", self.gate));
+            }
+            if let Some(w) = &self.watch {
+                return Ok(Some(FileEffect {
+                    saw_watch: w.exists(),
+                    watch: None,
+                    ..self.clone()
+                }));
+            }
             match self.capture.as_str() {
                 "complete" => Ok(Some(FileEffect {
                     captured: true,
@@ -56,6 +101,9 @@ impl Effect for FileEffect {
         _: &'a EffectCtx,
     ) -> BoxFuture<'a, Result<Option<crate::process::ProcessIdentity>, EffectError>> {
         Box::pin(async move {
+            if !self.gate.is_empty() {
+                op(format!("{} apply", self.gate));
+            }
             std::fs::write(&self.path, b"x").map_err(|e| EffectError::internal(e.to_string()))?;
             if self.fail_apply {
                 return Err(EffectError::new(
@@ -68,6 +116,12 @@ impl Effect for FileEffect {
     }
     fn revert<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
         Box::pin(async move {
+            if !self.gate.is_empty() {
+                op(format!("{} revert start", self.gate));
+                // Waits for the test to open the gate (one permit per revert).
+                gate(&self.gate).acquire().await.unwrap().forget();
+                op(format!("{} revert end", self.gate));
+            }
             if self.fail_revert {
                 return Err(EffectError::internal("cannot remove"));
             }
@@ -118,7 +172,35 @@ impl Fixture {
             gone: false,
             capture: String::new(),
             captured: false,
+            gate: String::new(),
+            watch: None,
+            saw_watch: false,
         }
+    }
+
+    /// An effect whose revert waits at gate `name` and whose ops are logged under `name`.
+    fn gated(&self, n: &str, name: &str) -> FileEffect {
+        FileEffect {
+            gate: name.into(),
+            ..self.effect(n)
+        }
+    }
+}
+
+fn in_group(mut nf: NewFault<FileEffect>, group: &str) -> NewFault<FileEffect> {
+    nf.group = group.into();
+    nf
+}
+
+/// Waits until operation `what` was logged (a rollback reached its gate, say).
+async fn until_op(what: &str) {
+    let t0 = Instant::now();
+    while !lock(&OPS).iter().any(|o| o == what) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what:?} never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -516,4 +598,186 @@ async fn a_rollback_interrupted_by_a_crash_is_finished_on_restart() {
     assert_eq!(e.reconcile().await.rolled_back, 1);
     assert!(!f.marker("m").exists());
     assert_eq!(e.get(&id).unwrap().end_reason, Some(EndReason::Restart));
+}
+
+// ----- races: every apply and rollback of a group is serialized by the engine -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_during_expiry_waits_for_the_old_fault_to_be_undone() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(e.clone().run_deadlines(stop));
+    let old = e
+        .apply(in_group(
+            new_fault(
+                f.gated("old", "expiry-old"),
+                Some(Duration::from_millis(50)),
+                None,
+            ),
+            "dev",
+        ))
+        .await
+        .unwrap();
+    // The deadline loop claims it and blocks in its undo.
+    until_op("expiry-old revert start").await;
+    assert_eq!(e.get(&old.id).unwrap().phase, Phase::Reverting);
+    // The update of the same device: its capture must not run while the old tree is there.
+    let new = FileEffect {
+        watch: Some(f.marker("old")),
+        ..f.gated("new", "expiry-new")
+    };
+    let e2 = e.clone();
+    let update =
+        tokio::spawn(async move { e2.apply(in_group(new_fault(new, None, None), "dev")).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        ops("expiry-new").is_empty(),
+        "the update ran during the rollback"
+    );
+    assert!(!update.is_finished());
+    gate("expiry-old").add_permits(1);
+    let rec = update.await.unwrap().unwrap();
+    assert!(
+        !rec.effect.saw_watch,
+        "the update captured the old fault's state as prior state"
+    );
+    assert_eq!(
+        ops("expiry-"),
+        [
+            "expiry-old capture",
+            "expiry-old apply",
+            "expiry-old revert start",
+            "expiry-old revert end",
+            "expiry-new capture",
+            "expiry-new apply",
+        ]
+    );
+    assert_eq!(e.get(&old.id).unwrap().end_reason, Some(EndReason::Expiry));
+    assert!(f.marker("new").exists() && !f.marker("old").exists());
+    let _ = stop_tx.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halt_all_reports_only_finished_rollbacks_and_an_update_waits_for_it() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let old = e
+        .apply(in_group(
+            new_fault(f.gated("old", "halt-old"), None, None),
+            "dev",
+        ))
+        .await
+        .unwrap();
+    let e1 = e.clone();
+    let halt = tokio::spawn(async move { e1.halt_all(EndReason::Halt).await });
+    until_op("halt-old revert start").await;
+    let new = FileEffect {
+        watch: Some(f.marker("old")),
+        ..f.gated("new", "halt-new")
+    };
+    let e2 = e.clone();
+    let update =
+        tokio::spawn(async move { e2.apply(in_group(new_fault(new, None, None), "dev")).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !halt.is_finished(),
+        "HaltAll returned while a rollback was in progress"
+    );
+    assert!(
+        ops("halt-new").is_empty(),
+        "the update ran during HaltAll's rollback"
+    );
+    gate("halt-old").add_permits(1);
+    let report = halt.await.unwrap();
+    assert_eq!((report.rolled_back, report.failed), (1, 0));
+    assert_eq!(report.faults[0].phase, Phase::Reverted);
+    let rec = update.await.unwrap().unwrap();
+    assert!(!rec.effect.saw_watch);
+    assert_eq!(
+        ops("halt-")[..5],
+        [
+            "halt-old capture",
+            "halt-old apply",
+            "halt-old revert start",
+            "halt-old revert end",
+            "halt-new capture"
+        ]
+    );
+    // A second HaltAll while a deadline-loop rollback is in progress waits for it as well.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(e.clone().run_deadlines(stop));
+    let late = e
+        .apply(in_group(
+            new_fault(
+                f.gated("late", "halt-late"),
+                Some(Duration::from_millis(30)),
+                None,
+            ),
+            "dev2",
+        ))
+        .await
+        .unwrap();
+    until_op("halt-late revert start").await;
+    assert_eq!(e.get(&late.id).unwrap().phase, Phase::Reverting);
+    let e3 = e.clone();
+    let halt2 = tokio::spawn(async move { e3.halt_all(EndReason::Halt).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !halt2.is_finished(),
+        "HaltAll counted an expiry in progress as done"
+    );
+    gate("halt-late").add_permits(1);
+    gate("halt-new").add_permits(1);
+    let report = halt2.await.unwrap();
+    assert_eq!(report.failed, 0);
+    assert!(
+        report.faults.iter().all(|r| r.phase == Phase::Reverted),
+        "{:?}",
+        report.faults
+    );
+    assert!(e.list(false).is_empty());
+    let _ = stop_tx.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_revert_undoes_once_and_both_see_the_outcome() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let rec = e
+        .apply(in_group(
+            new_fault(f.gated("m", "double"), None, None),
+            "dev",
+        ))
+        .await
+        .unwrap();
+    let (e1, e2) = (e.clone(), e.clone());
+    let (id1, id2) = (rec.id.clone(), rec.id.clone());
+    let first = tokio::spawn(async move { e1.revert(&id1, EndReason::Request).await });
+    until_op("double revert start").await;
+    let second = tokio::spawn(async move { e2.revert(&id2, EndReason::Halt).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !second.is_finished(),
+        "the second revert returned before the undo finished"
+    );
+    gate("double").add_permits(1);
+    let (a, b) = (
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    );
+    assert_eq!((a.phase, b.phase), (Phase::Reverted, Phase::Reverted));
+    assert_eq!(
+        b.end_reason,
+        Some(EndReason::Request),
+        "the first rollback's reason stands"
+    );
+    assert_eq!(
+        ops("double")
+            .iter()
+            .filter(|o| o.ends_with("revert start"))
+            .count(),
+        1
+    );
+    assert!(!f.marker("m").exists());
 }

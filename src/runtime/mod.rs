@@ -189,6 +189,19 @@ pub enum RuntimeError {
     },
 }
 
+impl crate::failure::Failure for RuntimeError {
+    fn failure(&self) -> crate::failure::FailureKind {
+        use crate::failure::FailureKind as F;
+        match self.kind() {
+            ErrorKind::InvalidArgument => F::InvalidArgument,
+            ErrorKind::NotFound => F::NotFound,
+            ErrorKind::Unavailable => F::Unavailable,
+            ErrorKind::Unsupported => F::FailedPrecondition,
+            ErrorKind::Internal => F::Internal,
+        }
+    }
+}
+
 impl RuntimeError {
     /// The class of the error, for mapping to a gRPC status.
     pub fn kind(&self) -> ErrorKind {

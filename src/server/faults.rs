@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{handle, status, CallContext};
-use crate::daemon::DaemonState;
+use super::call::{handle, CallContext};
+use super::{decode, status};
 use crate::engine::{EndReason, FaultRecord, Phase};
-use crate::fault::FaultEffect;
+use crate::faults::{qdisc, stress, FaultEffect};
 use crate::proto::faultd::v1 as api;
+use crate::state::DaemonState;
 
 const FAULTS: &str = "faultd.v1.Faults";
 const LEASES: &str = "faultd.v1.Leases";
@@ -142,26 +143,34 @@ impl api::faults_server::Faults for FaultdService {
                 lease_header: Some(r.lease_id).filter(|l| !l.is_empty()),
                 ..ctx
             };
-            match r.fault {
+            let recs = match r.fault {
                 Some(api::apply_fault_request::Fault::SetTcs(tcs)) => {
                     if tcs.tcs.is_empty() {
                         return Err(Status::invalid_argument(
                             "set_tcs needs at least one rule (an empty list is a recover; use RevokeFault)",
                         ));
                     }
-                    let recs = super::chaos_daemon::set_tcs(&st, &ctx, tcs, ttl, r.target_pid).await?;
-                    recs.first()
-                        .map(fault_to_api)
-                        .ok_or_else(|| Status::internal("no fault was recorded"))
+                    let rules = decode::tc_rules(&tcs.tcs)?;
+                    let target = decode::target(&tcs.container_id, &tcs.pod_uid, r.target_pid);
+                    let meta = decode::meta(&ctx, &target, ttl)?;
+                    qdisc::set_tcs(&st.engine, &st.runtimes, &target, &rules, &meta)
+                        .await
+                        .map_err(status::of)?
                 }
                 Some(api::apply_fault_request::Fault::ExecStressors(req)) => {
-                    let recs = super::chaos_daemon::exec_stressors(&st, &ctx, req, ttl, r.target_pid).await?;
-                    recs.first()
-                        .map(fault_to_api)
-                        .ok_or_else(|| Status::internal("no fault was recorded"))
+                    let sreq = decode::stress_request(&req)?;
+                    let target = decode::target(&req.target, "", r.target_pid);
+                    let meta = decode::meta(&ctx, &target, ttl)?;
+                    let allow = st.config.allow_unbounded_memory_stress;
+                    stress::exec_stressors(&st.engine, &st.runtimes, &target, sreq, &meta, allow)
+                        .await
+                        .map_err(status::of)?
                 }
-                None => Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs or exec_stressors)")),
-            }
+                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs or exec_stressors)")),
+            };
+            recs.first()
+                .map(fault_to_api)
+                .ok_or_else(|| Status::internal("no fault was recorded"))
         })
         .await
     }
@@ -182,7 +191,7 @@ impl api::faults_server::Faults for FaultdService {
                     .revert(&r.id, EndReason::Request)
                     .await
                     .map(|f| fault_to_api(&f))
-                    .map_err(status::engine)
+                    .map_err(status::of)
             },
         )
         .await
@@ -230,7 +239,7 @@ impl api::leases_server::Leases for FaultdService {
                 st.engine
                     .create_lease(&r.name, Duration::from_secs(r.period_seconds), &ctx.peer)
                     .map(|l| lease_to_api(&l))
-                    .map_err(status::engine)
+                    .map_err(status::of)
             },
         )
         .await
@@ -251,7 +260,7 @@ impl api::leases_server::Leases for FaultdService {
                 st.engine
                     .renew_lease(&r.id)
                     .map(|l| lease_to_api(&l))
-                    .map_err(status::engine)
+                    .map_err(status::of)
             },
         )
         .await
@@ -272,7 +281,7 @@ impl api::leases_server::Leases for FaultdService {
                 st.engine
                     .revoke_lease(&r.id)
                     .map(|l| lease_to_api(&l))
-                    .map_err(status::engine)
+                    .map_err(status::of)
             },
         )
         .await
@@ -293,7 +302,9 @@ impl api::doctor_server::Doctor for FaultdService {
             req,
             |_| String::new(),
             |_, r| async move {
-                let report = crate::doctor::run(&st, r.fix).await;
+                let report =
+                    crate::doctor::run(&st.engine, &st.runtimes, &st.config.state_dir(), r.fix)
+                        .await;
                 st.metrics
                     .residue_detected
                     .set(report.residue.iter().filter(|x| !x.removed).count() as i64);

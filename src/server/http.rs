@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::daemon::DaemonState;
+use crate::state::DaemonState;
 
 fn reply(code: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {
     Response::builder()

@@ -1,7 +1,8 @@
-//! The one mapping from domain errors to gRPC status codes.
+//! The one mapping from domain errors to gRPC status codes: every domain error implements
+//! [`crate::failure::Failure`], and [`of`] turns it into a `tonic::Status`.
 use tonic::{Code, Status};
 
-use crate::engine::{EngineError, FailureKind};
+use crate::failure::{Failure, FailureKind};
 
 /// `UNIMPLEMENTED` naming the fault kind, for Chaos Mesh RPCs faultd does not serve yet.
 pub fn unsupported(kind: &str, rpc: &str) -> Status {
@@ -20,32 +21,9 @@ pub fn code(kind: FailureKind) -> Code {
     }
 }
 
-pub fn engine(e: EngineError) -> Status {
-    Status::new(code(e.kind()), e.to_string())
-}
-
-pub fn net(e: crate::netfault::NetError) -> Status {
-    Status::new(code(e.kind()), e.to_string())
-}
-
-pub fn firewall(e: crate::firewall::FirewallError) -> Status {
-    Status::new(code(e.kind()), e.to_string())
-}
-
-pub fn stress(e: crate::stress::StressError) -> Status {
-    Status::new(code(e.kind()), e.to_string())
-}
-
-pub fn runtime(e: crate::runtime::RuntimeError) -> Status {
-    use crate::runtime::ErrorKind as K;
-    let c = match e.kind() {
-        K::InvalidArgument => Code::InvalidArgument,
-        K::NotFound => Code::NotFound,
-        K::Unavailable => Code::Unavailable,
-        K::Unsupported => Code::FailedPrecondition,
-        K::Internal => Code::Internal,
-    };
-    Status::new(c, e.to_string())
+/// The status for a domain error: its class decides the code, its text is the message.
+pub fn of<E: Failure>(e: E) -> Status {
+    Status::new(code(e.failure()), e.to_string())
 }
 
 pub fn invalid(msg: impl Into<String>) -> Status {

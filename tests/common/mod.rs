@@ -9,7 +9,8 @@ pub mod upstream;
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use faultd::config::{Cli, DaemonConfig};
+use faultd::cli::Cli;
+use faultd::config::DaemonConfig;
 use faultd::daemon::Daemon;
 use faultd::tls::pki::{Ca, Leaf};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};

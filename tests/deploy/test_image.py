@@ -308,7 +308,7 @@ def test_binaries_run_in_the_image(rootfs):
 
 @needs_root
 def test_nft_builds_a_ruleset_in_the_image(rootfs):
-    """nft from the image, called as faultd calls it (src/firewall/nft.rs: `nft -f -` with the
+    """nft from the image, called as faultd calls it (src/faults/firewall/nft.rs: `nft -f -` with the
     batch on stdin, `nft -j list ...`), in a fresh network namespace: libraries, JSON output,
     protocol and service names."""
     batch = (

@@ -25,6 +25,7 @@
 //! relies on the container having no swap, like memStress), restarting a load process the OOM
 //! killer took (memStress restarts its workers; faultd ends the fault instead).
 pub mod cgroup;
+mod exec;
 pub mod parse;
 pub mod spawn;
 pub mod worker;
@@ -39,6 +40,8 @@ use crate::process::ProcessIdentity;
 use cgroup::TargetCgroups;
 use parse::{CpuMethod, CpuSpec, MemorySpec};
 use worker::{LoadKind, WorkerArgs};
+
+pub use exec::{cancel_stressors, exec_stressors, Instances};
 
 /// Errors of stress requests.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +64,13 @@ pub enum StressError {
     Spawn(String),
     #[error("stopping the stress worker: {0}")]
     Stop(String),
+    #[error(transparent)]
+    Target(#[from] super::target::TargetError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
 }
+
+crate::impl_failure!(StressError);
 
 impl StressError {
     pub fn kind(&self) -> FailureKind {
@@ -73,6 +82,8 @@ impl StressError {
             StressError::Unbounded(_) => FailureKind::FailedPrecondition,
             StressError::Cgroup(_) => FailureKind::FailedPrecondition,
             StressError::Spawn(_) | StressError::Stop(_) => FailureKind::Internal,
+            StressError::Target(e) => crate::failure::Failure::failure(e),
+            StressError::Engine(e) => e.kind(),
         }
     }
 }

@@ -5,17 +5,20 @@
 //! Upstream semantics are kept: each `SetTcs` call carries the full desired state of the pod, an
 //! empty list means recover, global rules (no ipset, no protocol) are chained one under the other
 //! (rule *i* gets handle `i+1:` under parent `i:`), and `device` defaults to `eth0`.
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::firewall::{self, FirewallFault};
+use super::netns::NetnsRef;
+use super::target::{Target, TargetError};
 use crate::engine::{
-    EffectCtx, EffectError, EndReason, EngineError, FailureKind, FaultRecord, NewFault, Scope,
-    TargetIdentity,
+    EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta, FaultRecord,
+    Holds, Scope, TargetIdentity,
 };
-use crate::ns::{Namespace, NsId, NsKind};
+use crate::ns::NsId;
 use crate::process::ProcessIdentity;
+use crate::runtime::Runtimes;
 use crate::tc::netem::{NetemArgs, NetemSpec};
 use crate::tc::qdisc::{self, AddMode, Qdisc};
 use crate::tc::tbf::{TbfArgs, TbfSpec};
@@ -30,11 +33,13 @@ pub enum NetError {
     Unsupported(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("target process {0} is gone")]
-    TargetGone(u32),
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error("traffic classification: {0}")]
-    Firewall(Box<crate::firewall::FirewallError>),
+    Firewall(Box<firewall::FirewallError>),
 }
+
+crate::impl_failure!(NetError);
 
 impl NetError {
     pub fn kind(&self) -> FailureKind {
@@ -42,7 +47,7 @@ impl NetError {
             NetError::Tc(e) => tc_kind(e),
             NetError::Unsupported(_) => FailureKind::FailedPrecondition,
             NetError::Engine(e) => e.kind(),
-            NetError::TargetGone(_) => FailureKind::NotFound,
+            NetError::Target(e) => crate::failure::Failure::failure(e),
             NetError::Firewall(e) => e.kind(),
         }
     }
@@ -77,50 +82,6 @@ pub struct TcRule {
     pub ipset: String,
     pub protocol: String,
     pub device: String,
-}
-
-/// How a namespace is found again, possibly by a later daemon process.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NetnsRef {
-    pub id: NsId,
-    /// A process that lived in the namespace when the fault was applied.
-    pub holder_pid: u32,
-    /// Whether this is the host's network namespace (then the fault survives nothing but is
-    /// host-scoped for reconciliation).
-    pub host: bool,
-}
-
-impl NetnsRef {
-    /// The network namespace of process `pid`.
-    pub fn of_pid(pid: u32) -> Result<(NetnsRef, Namespace), NetError> {
-        let ns = Namespace::of_pid(pid, NsKind::Net).map_err(TcError::from)?;
-        // The host's network namespace (pid 1's) does not change while the daemon runs.
-        static HOST: std::sync::OnceLock<Option<NsId>> = std::sync::OnceLock::new();
-        let host_id = *HOST.get_or_init(|| Namespace::of_pid(1, NsKind::Net).ok().map(|h| h.id()));
-        let host = host_id == Some(ns.id());
-        Ok((
-            NetnsRef {
-                id: ns.id(),
-                holder_pid: pid,
-                host,
-            },
-            ns,
-        ))
-    }
-
-    pub fn find(&self) -> Option<Namespace> {
-        crate::ns::find(self.id, NsKind::Net, Some(self.holder_pid))
-    }
-
-    /// Where a fault in this namespace lives: the host's namespace survives pods (and is
-    /// checked after a reboot), a pod's goes with it.
-    pub fn scope(&self) -> Scope {
-        if self.host {
-            Scope::Host
-        } else {
-            Scope::Netns
-        }
-    }
 }
 
 /// A qdisc tree on one device: the fault record's effect.
@@ -227,6 +188,12 @@ impl crate::engine::Effect for QdiscFault {
             let Some(root) = root.filter(|r| !r.is_kernel_default()) else {
                 return Ok(None);
             };
+            // A faultd tree is never prior state: under the group lock no fault of this device
+            // is live, so it is residue (of a crash the journal lost), which apply replaces.
+            if is_faultd_handle(root.handle) {
+                tracing::warn!(device = %self.device, handle = format!("{:x}:", root.handle >> 16), "replacing a faultd qdisc tree no live fault owns (residue)");
+                return Ok(None);
+            }
             if root.is_classful() && children > 0 {
                 return Err(EffectError::new(
                     FailureKind::FailedPrecondition,
@@ -308,24 +275,47 @@ impl crate::engine::Effect for QdiscFault {
     }
 }
 
-/// Who asked, and for how long.
-#[derive(Debug, Clone, Default)]
-pub struct FaultMeta {
-    pub owner: String,
-    pub ttl: Option<Duration>,
-    pub lease_id: Option<String>,
-    pub container_id: String,
-    pub pod_uid: String,
-}
-
 /// The qdisc tree of one device, built from the rules for that device, and the traffic
 /// classification its ipset-filtered rules need.
 #[derive(Debug, Clone)]
 pub struct DevicePlan {
     pub device: String,
     pub tree: Vec<Qdisc>,
-    pub classify: Vec<crate::firewall::Classify>,
+    pub classify: Vec<firewall::Classify>,
     pub description: String,
+}
+
+impl DevicePlan {
+    /// The root handle's number (`fa01:` is 1).
+    pub fn base(&self) -> u32 {
+        self.tree
+            .first()
+            .map_or(1, |q| (q.handle >> 16) - HANDLE_MAJOR_BASE)
+    }
+
+    /// Moves every faultd handle of the tree (and the classes its classification names) up by
+    /// `by` majors, so that consecutive faults of one device never share a root handle: a late
+    /// undo of the previous fault (guarded by its root handle) can then never remove this one.
+    /// `None` when the shifted tree would leave faultd's handle range.
+    pub fn shifted(&self, by: u32) -> Option<DevicePlan> {
+        let mv = |h: u32| {
+            if is_faultd_handle(h) {
+                let major = (h >> 16) + by;
+                (major < HANDLE_MAJOR_BASE + 0xFF).then_some((major << 16) | (h & 0xFFFF))
+            } else {
+                Some(h)
+            }
+        };
+        let mut out = self.clone();
+        for q in &mut out.tree {
+            q.handle = mv(q.handle)?;
+            q.parent = mv(q.parent)?;
+        }
+        for k in &mut out.classify {
+            k.class = mv(k.class)?;
+        }
+        Some(out)
+    }
 }
 
 const DEFAULT_DEVICE: &str = "eth0";
@@ -447,7 +437,7 @@ pub fn plan(rules: &[TcRule]) -> Result<Vec<DevicePlan>, NetError> {
                         format!(" {protocol}")
                     }
                 ));
-                classify.push(crate::firewall::Classify {
+                classify.push(firewall::Classify {
                     ipset: ipset.clone(),
                     protocol: protocol.clone(),
                     device: device.clone(),
@@ -486,37 +476,67 @@ fn netns_prefix(ns: &NsId) -> String {
     format!("tc/{}:{}/", ns.dev, ns.ino)
 }
 
-/// Makes the namespace of `pid` carry exactly `rules` (upstream `SetTcs`): devices no longer
-/// named are restored, named ones get their new tree, an empty list recovers everything.
-pub async fn set_tcs(
-    engine: &crate::fault::FaultEngine,
+/// Makes the target's network namespace carry exactly `rules` (upstream `SetTcs`): devices no
+/// longer named are restored, named ones get their new tree, an empty list recovers everything.
+/// Each device is changed under its group lock: the previous fault's rollback and the new
+/// fault's capture and apply never interleave with any other change to that device.
+pub async fn set_tcs<E>(
+    engine: &Engine<E>,
+    runtimes: &Runtimes,
+    target: &Target,
+    rules: &[TcRule],
+    meta: &FaultMeta,
+) -> Result<Vec<FaultRecord<E>>, NetError>
+where
+    E: Holds<QdiscFault> + Holds<FirewallFault>,
+{
+    plan(rules)?;
+    let pid = target
+        .resolve(runtimes, "container_id (or pod_uid)")
+        .await?;
+    set_tcs_for(engine, pid, rules, meta).await
+}
+
+/// [`set_tcs`] for a resolved process.
+pub async fn set_tcs_for<E>(
+    engine: &Engine<E>,
     pid: ProcessIdentity,
     rules: &[TcRule],
     meta: &FaultMeta,
-) -> Result<Vec<FaultRecord<crate::fault::FaultEffect>>, NetError> {
-    type E = crate::fault::FaultEffect;
+) -> Result<Vec<FaultRecord<E>>, NetError>
+where
+    E: Holds<QdiscFault> + Holds<FirewallFault>,
+{
     let plans = plan(rules)?;
-    let classify: Vec<crate::firewall::Classify> =
-        plans.iter().flat_map(|p| p.classify.clone()).collect();
-    let (netns, _) = NetnsRef::of_pid(pid.pid)?;
     if !pid.is_alive() {
-        return Err(NetError::TargetGone(pid.pid));
+        return Err(TargetError::Gone(pid.pid).into());
     }
+    let (netns, _) = NetnsRef::of_pid(pid.pid).map_err(TcError::from)?;
     let prefix = netns_prefix(&netns.id);
     // Devices faultd touched in this namespace before and that the new state no longer names.
     for g in engine.groups_with_prefix(&prefix) {
         if !plans.iter().any(|p| group_of(&netns.id, &p.device) == g) {
-            let _guard = engine.lock_group(&g).await;
-            engine.revert_group(&g, EndReason::Request).await?;
+            let lock = engine.lock_group(&g).await;
+            engine.revert_group(&lock, EndReason::Request).await?;
         }
     }
     let mut applied = Vec::new();
+    let mut classify = Vec::new();
     for p in plans {
         let group = group_of(&netns.id, &p.device);
-        let _guard = engine.lock_group(&group).await;
-        engine.revert_group(&group, EndReason::Replaced).await?;
+        let lock = engine.lock_group(&group).await;
+        engine.revert_group(&lock, EndReason::Replaced).await?;
+        // Never the previous fault's root handle (see DevicePlan::shifted).
+        let previous_root = engine.last_in_group(&group).and_then(|r| {
+            Holds::<QdiscFault>::get(&r.effect).and_then(|q| q.tree.first().map(|t| t.handle))
+        });
+        let p = match previous_root {
+            Some(h) if p.tree.first().is_some_and(|t| t.handle == h) => p.shifted(1).unwrap_or(p),
+            _ => p,
+        };
+        classify.extend(p.classify.iter().cloned());
         // The prior root is captured by the engine (QdiscFault::capture) while the intent is
-        // synced: after the revert above the device carries its original root again.
+        // journaled: after the revert above the device carries its original root again.
         let fault = QdiscFault {
             netns: netns.clone(),
             device: p.device.clone(),
@@ -524,35 +544,29 @@ pub async fn set_tcs(
             prior_root: None,
             description: p.description,
         };
+        let target = TargetIdentity {
+            container_id: meta.container_id.clone(),
+            pod_uid: meta.pod_uid.clone(),
+            pid: pid.pid,
+            pid_start_time_ms: pid.start_time_ms,
+            netns_dev: netns.id.dev,
+            netns_ino: netns.id.ino,
+            device: p.device.clone(),
+        };
         let rec = engine
-            .apply(NewFault {
-                effect: E::from(fault),
-                target: TargetIdentity {
-                    container_id: meta.container_id.clone(),
-                    pod_uid: meta.pod_uid.clone(),
-                    pid: pid.pid,
-                    pid_start_time_ms: pid.start_time_ms,
-                    netns_dev: netns.id.dev,
-                    netns_ino: netns.id.ino,
-                    device: p.device.clone(),
-                },
-                owner: meta.owner.clone(),
-                ttl: meta.ttl,
-                lease_id: meta.lease_id.clone(),
-                group,
-            })
+            .apply_locked(&lock, meta.fault(E::wrap(fault), target, &group))
             .await?;
         applied.push(rec);
     }
     // Classification for ipset-filtered rules lives in faultd's nftables table with the ipsets
     // (FlushIPSets comes first, as the controller orders its calls). Touch it only when there is
     // something to install or to clear.
-    let fw_group = crate::firewall::group_of(&netns.id);
+    let fw_group = firewall::group_of(&netns.id);
     let has_classify = engine.active_in_group(&fw_group).iter().any(|r| {
-        matches!(&r.effect, crate::fault::FaultEffect::Firewall(f) if !f.state.classify.is_empty())
+        Holds::<FirewallFault>::get(&r.effect).is_some_and(|f| !f.state.classify.is_empty())
     });
     if !classify.is_empty() || has_classify {
-        crate::firewall::set_firewall(engine, pid, crate::firewall::Part::Classify(classify), meta)
+        firewall::set_firewall_for(engine, pid, firewall::Part::Classify(classify), meta)
             .await
             .map_err(|e| NetError::Firewall(Box::new(e)))?;
     }

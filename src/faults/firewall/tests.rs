@@ -172,7 +172,7 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
 }
 
 fn golden_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/firewall/golden")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/faults/firewall/golden")
 }
 
 #[test]
@@ -764,7 +764,7 @@ fn read_back_parsing() {
 fn the_journal_form_round_trips() {
     let (_, state) = golden_cases().remove(0);
     let fault = FirewallFault {
-        netns: crate::netfault::NetnsRef {
+        netns: crate::faults::netns::NetnsRef {
             id: crate::ns::NsId {
                 dev: 4,
                 ino: 4026531840,
@@ -775,11 +775,11 @@ fn the_journal_form_round_trips() {
         description: describe(&state),
         state,
     };
-    let effect = crate::fault::FaultEffect::from(fault);
+    let effect = <crate::faults::FaultEffect as crate::engine::Holds<FirewallFault>>::wrap(fault);
     let json = serde_json::to_string(&effect).unwrap();
     assert!(json.starts_with(r#"{"type":"firewall""#), "{json}");
-    let back: crate::fault::FaultEffect = serde_json::from_str(&json).unwrap();
-    let crate::fault::FaultEffect::Firewall(f) = back else {
+    let back: crate::faults::FaultEffect = serde_json::from_str(&json).unwrap();
+    let crate::faults::FaultEffect::Firewall(f) = back else {
         panic!("{json}")
     };
     assert_eq!(f.state, golden_cases().remove(0).1);

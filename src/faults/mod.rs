@@ -1,13 +1,23 @@
-//! The fault kinds faultd applies, as one type the engine and the journal store. Each variant's
-//! value carries its undo data.
+//! The fault kinds. Each kind is one module below this one and owns its request use case (what
+//! a Chaos Mesh RPC or `faultd.v1.Faults/ApplyFault` means for it), its [`Effect`], its errors
+//! and its tests; it is written against [`crate::engine::Holds`], never against the enum here.
+//! This module closes the set: [`FaultEffect`] is the one type the engine and the journal store,
+//! and dispatches to the kinds. `docs/ARCHITECTURE.md` ("Adding a fault kind") says how a new
+//! kind joins.
+pub mod firewall;
+pub mod netns;
+pub mod qdisc;
+pub mod stress;
+pub mod target;
+
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Effect, EffectCtx, EffectError, Engine, Scope};
-use crate::firewall::FirewallFault;
-use crate::netfault::QdiscFault;
+use crate::engine::{Effect, EffectCtx, EffectError, Engine, Holds, Scope};
 use crate::process::ProcessIdentity;
-use crate::stress::StressFault;
+use firewall::FirewallFault;
+use qdisc::QdiscFault;
+use stress::StressFault;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -23,23 +33,26 @@ pub enum FaultEffect {
 /// The engine as the daemon uses it.
 pub type FaultEngine = Engine<FaultEffect>;
 
-impl From<QdiscFault> for FaultEffect {
-    fn from(q: QdiscFault) -> Self {
-        FaultEffect::Qdisc(q)
-    }
+/// Makes a kind a member of [`FaultEffect`].
+macro_rules! member {
+    ($variant:ident, $kind:ty) => {
+        impl Holds<$kind> for FaultEffect {
+            fn wrap(k: $kind) -> Self {
+                FaultEffect::$variant(k)
+            }
+            fn get(&self) -> Option<&$kind> {
+                match self {
+                    FaultEffect::$variant(k) => Some(k),
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl From<StressFault> for FaultEffect {
-    fn from(s: StressFault) -> Self {
-        FaultEffect::Stress(s)
-    }
-}
-
-impl From<FirewallFault> for FaultEffect {
-    fn from(f: FirewallFault) -> Self {
-        FaultEffect::Firewall(f)
-    }
-}
+member!(Qdisc, QdiscFault);
+member!(Stress, StressFault);
+member!(Firewall, FirewallFault);
 
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {

@@ -530,11 +530,11 @@ mod tests {
                 ramp_ms: 1500,
             };
             let argv = a.to_argv();
-            let cli = crate::config::Cli::try_parse_from(
+            let cli = crate::cli::Cli::try_parse_from(
                 std::iter::once("faultd".to_string()).chain(argv.clone()),
             )
             .unwrap();
-            let Some(crate::config::Command::StressWorker(b)) = cli.command else {
+            let Some(crate::cli::Command::StressWorker(b)) = cli.command else {
                 panic!("not parsed as stress-worker: {argv:?}");
             };
             assert_eq!(b.to_argv(), argv);
@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn worker_is_hidden_from_help() {
         use clap::CommandFactory;
-        let help = crate::config::Cli::command().render_long_help().to_string();
+        let help = crate::cli::Cli::command().render_long_help().to_string();
         assert!(!help.contains(SUBCOMMAND), "{help}");
     }
 

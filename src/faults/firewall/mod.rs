@@ -36,21 +36,24 @@
 //! partition) and end the replaced fault afterwards, and makes a failed update leave the
 //! previous state in place. A `faultd` table carrying no marker of a fault faultd knows is not
 //! touched: applying refuses with FAILED_PRECONDITION, and `faultd doctor --fix` removes it.
+mod compile;
 pub mod model;
 pub mod nft;
 pub mod render;
+mod validate;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::netns::NetnsRef;
+use super::target::{Target, TargetError};
 use crate::engine::{
-    Effect, EffectCtx, EffectError, EndReason, EngineError, FailureKind, FaultRecord, NewFault,
-    Phase, Scope, TargetIdentity,
+    Effect, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta,
+    FaultRecord, Holds, Phase, Scope, TargetIdentity,
 };
-use crate::fault::{FaultEffect, FaultEngine};
-use crate::netfault::{FaultMeta, NetError, NetnsRef};
 use crate::ns::NsId;
 use crate::process::ProcessIdentity;
+use crate::runtime::Runtimes;
 
 pub use model::{
     check_references, compile, validate_part, Chain, CidrAndPort, Classify, DesiredState,
@@ -89,13 +92,13 @@ pub enum FirewallError {
     ReadBack(String),
     #[error("{0}")]
     Internal(String),
-    #[error("target process {0} is gone")]
-    TargetGone(u32),
     #[error(transparent)]
-    Net(#[from] NetError),
+    Target(#[from] TargetError),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
+
+crate::impl_failure!(FirewallError);
 
 impl FirewallError {
     pub fn kind(&self) -> FailureKind {
@@ -113,8 +116,7 @@ impl FirewallError {
             | FirewallError::Namespace(_)
             | FirewallError::ReadBack(_)
             | FirewallError::Internal(_) => FailureKind::Internal,
-            FirewallError::TargetGone(_) => FailureKind::NotFound,
-            FirewallError::Net(e) => e.kind(),
+            FirewallError::Target(e) => crate::failure::Failure::failure(e),
             FirewallError::Engine(e) => e.kind(),
         }
     }
@@ -284,31 +286,45 @@ pub fn describe(state: &DesiredState) -> String {
     )
 }
 
-/// Replaces one part (ipsets or chains) of the desired state of the network namespace of `pid`
-/// (upstream `FlushIPSets` / `SetIptablesChains`). Returns the new fault, or `None` when the
-/// state became empty and the table was removed.
-pub async fn set_firewall(
-    engine: &FaultEngine,
+/// Replaces one part (ipsets or chains) of the desired state of the target's network
+/// namespace (upstream `FlushIPSets` / `SetIptablesChains`; the pod's sandbox answers for a
+/// container without a running task). Returns the new fault, or `None` when the state became
+/// empty and the table was removed.
+pub async fn set_firewall<E: Holds<FirewallFault>>(
+    engine: &Engine<E>,
+    runtimes: &Runtimes,
+    target: &Target,
+    part: Part,
+    meta: &FaultMeta,
+) -> Result<Option<FaultRecord<E>>, FirewallError> {
+    validate_part(&part)?;
+    let pid = target
+        .resolve(runtimes, "container_id (or pod_uid)")
+        .await?;
+    set_firewall_for(engine, pid, part, meta).await
+}
+
+/// [`set_firewall`] for a resolved process (also used by `SetTcs` for its classification).
+pub async fn set_firewall_for<E: Holds<FirewallFault>>(
+    engine: &Engine<E>,
     pid: ProcessIdentity,
     part: Part,
     meta: &FaultMeta,
-) -> Result<Option<FaultRecord<FaultEffect>>, FirewallError> {
+) -> Result<Option<FaultRecord<E>>, FirewallError> {
     validate_part(&part)?;
-    let (netns, ns) = NetnsRef::of_pid(pid.pid)?;
+    let (netns, ns) =
+        NetnsRef::of_pid(pid.pid).map_err(|e| FirewallError::Namespace(e.to_string()))?;
     if !pid.is_alive() {
-        return Err(FirewallError::TargetGone(pid.pid));
+        return Err(TargetError::Gone(pid.pid).into());
     }
     let group = group_of(&netns.id);
-    let _guard = engine.lock_group(&group).await;
+    let lock = engine.lock_group(&group).await;
 
     let active = engine.active_in_group(&group);
     let current = active
         .iter()
         .rev()
-        .find_map(|r| match &r.effect {
-            FaultEffect::Firewall(f) => Some(f.state.clone()),
-            _ => None,
-        })
+        .find_map(|r| Holds::<FirewallFault>::get(&r.effect).map(|f| f.state.clone()))
         .unwrap_or_default();
     let chains_call = matches!(part, Part::Chains(_) | Part::Classify(_));
     let desired = current.with(part);
@@ -330,7 +346,7 @@ pub async fn set_firewall(
 
     if desired.is_empty() {
         for id in &previous {
-            engine.revert(id, EndReason::Request).await?;
+            engine.revert_locked(&lock, id, EndReason::Request).await?;
         }
         return Ok(None);
     }
@@ -350,28 +366,22 @@ pub async fn set_firewall(
         description: describe(&desired),
         state: desired,
     };
+    let target = TargetIdentity {
+        container_id: meta.container_id.clone(),
+        pod_uid: meta.pod_uid.clone(),
+        pid: pid.pid,
+        pid_start_time_ms: pid.start_time_ms,
+        netns_dev: netns.id.dev,
+        netns_ino: netns.id.ino,
+        device: String::new(),
+    };
     let rec = engine
-        .apply(NewFault {
-            effect: FaultEffect::from(fault),
-            target: TargetIdentity {
-                container_id: meta.container_id.clone(),
-                pod_uid: meta.pod_uid.clone(),
-                pid: pid.pid,
-                pid_start_time_ms: pid.start_time_ms,
-                netns_dev: netns.id.dev,
-                netns_ino: netns.id.ino,
-                device: String::new(),
-            },
-            owner: meta.owner.clone(),
-            ttl: meta.ttl,
-            lease_id: meta.lease_id.clone(),
-            group: group.clone(),
-        })
+        .apply_locked(&lock, meta.fault(E::wrap(fault), target, &group))
         .await?;
     // The new table replaced the old one atomically; ending the old faults finds their marker
     // gone and leaves the table alone.
     for id in &previous {
-        if let Err(e) = engine.revert(id, EndReason::Replaced).await {
+        if let Err(e) = engine.revert_locked(&lock, id, EndReason::Replaced).await {
             tracing::warn!(fault = %id, error = %e, "ending a replaced firewall fault failed");
         }
     }

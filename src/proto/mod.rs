@@ -1,10 +1,12 @@
 //! Generated protobuf types. Only the server layer (`crate::server`) and the CLI client use them.
 #![allow(clippy::all, missing_docs)]
 
+pub mod compat;
+
 pub mod pb {
     tonic::include_proto!("pb");
-    /// Hand-written so both wire encodings of `time`/`jitter` decode (see `server::compat`).
-    pub use crate::server::compat::Netem;
+    /// Hand-written so both wire encodings of `time`/`jitter` decode (see `compat`).
+    pub use crate::proto::compat::Netem;
 }
 
 pub mod faultd {
