@@ -621,6 +621,28 @@ mod tests {
     }
 
     #[test]
+    fn a_shifted_plan_moves_every_faultd_handle_and_class() {
+        let mut a = netem("100ms", "");
+        a.ipset = "set-a".into();
+        let p = &plan(&[netem("10ms", ""), a]).unwrap()[0];
+        assert_eq!(p.base(), 1);
+        let s = p.shifted(1).unwrap();
+        assert_eq!(s.base(), 2);
+        let got: Vec<(u32, u32)> = s.tree.iter().map(|q| (q.parent, q.handle)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (TC_H_ROOT, 0xFA02_0000),
+                (0xFA02_0000, 0xFA03_0000),
+                (0xFA03_0004, 0xFA04_0000),
+            ]
+        );
+        assert_eq!(s.classify[0].class, 0xFA03_0004);
+        // Past faultd's range: refused rather than wrapped.
+        assert!(p.shifted(0xFD).is_none());
+    }
+
+    #[test]
     fn bad_devices_and_filters_are_refused() {
         for bad in [
             "a/b",
