@@ -63,7 +63,6 @@ impl<E: Effect> Engine<E> {
     }
 
     /// Finds what must end now: expired deadlines, lapsed leases, targets that went away.
-
     fn due(&self) -> (Vec<(String, EndReason)>, Duration) {
         let now = now_boottime_ms();
         let mut lapsed = Vec::new();

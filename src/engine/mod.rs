@@ -16,7 +16,7 @@ mod reconcile;
 pub mod record;
 mod request;
 
-pub use effect::{Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
+pub use effect::{Durability, Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
 pub use lease::Lease;
 pub use reconcile::ReconcileReport;
 pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};
@@ -188,16 +188,18 @@ impl<E: Effect> Engine<E> {
         &self.boot_id
     }
 
-    /// Journals `rec` durably (`fdatasync`): the intent, before the kernel is touched.
-    async fn persist(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
-        self.write(rec, true).await
+    /// Journals `rec` before the kernel is touched (the intent, and a capture-completed
+    /// record), as durably as the state it protects outlives the kernel: a `Boot` effect's
+    /// record is written to the page cache (no `fdatasync`; see [`Durability`]), a
+    /// `Persistent` one is `fdatasync`ed, which also persists every earlier unsynced record.
+    pub(crate) async fn persist(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
+        let durable = rec.effect.durability() == Durability::Persistent;
+        self.write(rec, durable).await
     }
 
     /// Journals `rec` without waiting for the disk. Used for every record after the intent: if
-    /// a power loss drops it, replay sees an earlier phase of the same fault (intent, applied or
-    /// reverting), and start-up reconciliation undoes the fault again, which is idempotent. The
-    /// fact an acknowledgement promises (this fault exists and will be undone) is already on
-    /// disk with the intent; syncing later records would only double the latency.
+    /// a power loss drops one, replay sees an earlier phase of the same fault (intent, applied
+    /// or reverting), and start-up reconciliation undoes the fault again, which is idempotent.
     async fn note(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
         self.write(rec, false).await
     }

@@ -71,6 +71,9 @@ impl Effect for FaultEffect {
     fn scope(&self) -> Scope {
         dispatch!(self, scope)
     }
+    fn durability(&self) -> crate::engine::Durability {
+        dispatch!(self, durability)
+    }
     fn summary(&self) -> String {
         dispatch!(self, summary)
     }

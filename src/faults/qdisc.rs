@@ -13,8 +13,8 @@ use super::firewall::{self, FirewallFault};
 use super::netns::NetnsRef;
 use super::target::{Target, TargetError};
 use crate::engine::{
-    EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta, FaultRecord,
-    Holds, Scope, TargetIdentity,
+    Durability, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta,
+    FaultRecord, Holds, Scope, TargetIdentity,
 };
 use crate::ns::NsId;
 use crate::process::ProcessIdentity;
@@ -133,6 +133,11 @@ impl crate::engine::Effect for QdiscFault {
 
     fn scope(&self) -> Scope {
         self.netns.scope()
+    }
+
+    /// Qdiscs / nftables objects die with the kernel (host namespace included).
+    fn durability(&self) -> Durability {
+        Durability::Boot
     }
 
     fn summary(&self) -> String {
