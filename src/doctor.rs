@@ -137,7 +137,7 @@ pub async fn run(
         .filter_map(|r| match &r.effect {
             FaultEffect::Qdisc(q) => Some((q.netns.id, q.device.clone())),
             FaultEffect::Firewall(_) => None,
-            FaultEffect::Stress(_) => None,
+            FaultEffect::Stress(_) | FaultEffect::Dns(_) => None,
         })
         .collect();
     let namespaces = network_namespaces();
@@ -222,6 +222,27 @@ pub async fn run(
             location: format!("pid {}", p.pid),
             detail: format!("fault {} is not active: {}", p.fault_id, p.cmdline),
             removed,
+        });
+    }
+    // Residue: resolv.conf files carrying faultd's DNSChaos mark that no active fault wrote.
+    let tokens: HashSet<String> = active
+        .iter()
+        .filter_map(|r| match &r.effect {
+            FaultEffect::Dns(d) => Some(d.token.clone()),
+            _ => None,
+        })
+        .collect();
+    let files = tokio::task::spawn_blocking(move || crate::faults::dns::stray_files(&tokens))
+        .await
+        .unwrap_or_default();
+    for (file, pid, token) in files {
+        report.residue.push(Residue {
+            kind: "resolv.conf".into(),
+            location: format!("file {file} (seen by pid {pid})"),
+            detail: format!(
+                "holds faultd DNSChaos content (token {token}) no active fault wrote; its original is in the journal's ended records, if any (`faultd ctl list --all`)"
+            ),
+            removed: false,
         });
     }
     for r in &active {

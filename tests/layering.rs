@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 /// the list in `src/lib.rs` and `docs/ARCHITECTURE.md`.
 const LAYERS: &[&[&str]] = &[
     &[
-        "failure", "duration", "config", "process", "ns", "metrics", "journal", "proto", "tls",
-        "tc",
+        "failure", "duration", "config", "hex", "process", "ns", "rootfs", "metrics", "journal",
+        "proto", "tls", "tc",
     ],
     &["runtime", "engine"],
     &[
@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "faults::qdisc",
         "faults::firewall",
         "faults::stress",
+        "faults::dns",
     ],
     &["faults", "doctor"],
     &["state", "server"],

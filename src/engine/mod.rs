@@ -58,6 +58,8 @@ pub enum EngineError {
     RollbackFailed { id: String, message: String },
     #[error("journal worker failed: {0}")]
     Join(String),
+    #[error("the journal in {0} is on a filesystem that does not survive a reboot (tmpfs/ramfs); a fault whose state does (a file on disk) cannot be journaled there: give faultd a state dir on disk (--state-dir on a hostPath)")]
+    VolatileJournal(String),
     #[error("fault {id} belongs to group {group:?}, not to the locked group {locked:?}")]
     WrongGroup {
         id: String,
@@ -74,7 +76,9 @@ impl EngineError {
             EngineError::Journal(_) | EngineError::Join(_) => FailureKind::Unavailable,
             EngineError::Effect(e) => e.kind,
             EngineError::NotFound(_) | EngineError::LeaseNotFound(_) => FailureKind::NotFound,
-            EngineError::LeaseExpired(_) => FailureKind::FailedPrecondition,
+            EngineError::LeaseExpired(_) | EngineError::VolatileJournal(_) => {
+                FailureKind::FailedPrecondition
+            }
             EngineError::Invalid(_) => FailureKind::InvalidArgument,
             EngineError::RollbackFailed { .. } | EngineError::WrongGroup { .. } => {
                 FailureKind::Internal
@@ -104,7 +108,18 @@ pub struct Engine<E: Effect> {
     wake: Notify,
     /// Faults the deadline loop has handed to a rollback task that has not finished yet.
     ending: Mutex<HashSet<String>>,
+    /// The state dir when it is on tmpfs/ramfs: `Persistent` faults are refused then.
+    volatile: Option<String>,
     me: (u32, u64),
+}
+
+/// Whether `dir` is on a filesystem whose content dies with the kernel (tmpfs, ramfs).
+fn volatile_dir(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    // <linux/magic.h> RAMFS_MAGIC (not exported by libc for this target).
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC || s.filesystem_type() == RAMFS_MAGIC)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -180,6 +195,7 @@ impl<E: Effect> Engine<E> {
             max_duration: (!max_duration.is_zero()).then_some(max_duration),
             wake: Notify::new(),
             ending: Mutex::new(HashSet::new()),
+            volatile: volatile_dir(state_dir).then(|| state_dir.display().to_string()),
             me,
         }))
     }
@@ -282,6 +298,9 @@ impl<E: Effect> Engine<E> {
         }
         if let Some(lease) = &new.lease_id {
             self.check_lease(lease)?;
+        }
+        if let (Durability::Persistent, Some(dir)) = (new.effect.durability(), &self.volatile) {
+            return Err(EngineError::VolatileJournal(dir.clone()));
         }
         let now = now_unix_ms();
         let mut rec = FaultRecord {

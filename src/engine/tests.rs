@@ -837,3 +837,37 @@ async fn a_double_revert_undoes_once_and_both_see_the_outcome() {
     );
     assert!(!f.marker("m").exists());
 }
+
+#[tokio::test]
+async fn a_journal_on_tmpfs_refuses_persistent_faults_but_not_boot_ones() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: nothing to check");
+        return;
+    };
+    if !volatile_dir(dir.path()) {
+        eprintln!("/dev/shm is not tmpfs here: nothing to check");
+        return;
+    }
+    let f = Fixture::new();
+    let e = Engine::<FileEffect>::open_with_boot_id(
+        &dir.path().join("state"),
+        Duration::ZERO,
+        Arc::new(Metrics::new()),
+        "b".into(),
+    )
+    .unwrap();
+    let err = e
+        .apply(new_fault(f.effect("disk"), None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::FailedPrecondition);
+    assert!(
+        err.to_string().contains("does not survive a reboot"),
+        "{err}"
+    );
+    assert!(!f.marker("disk").exists(), "nothing was touched");
+    let mut boot = f.effect("kernel");
+    boot.boot = true;
+    e.apply(new_fault(boot, None, None)).await.unwrap();
+    assert!(f.marker("kernel").exists());
+}
