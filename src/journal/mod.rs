@@ -352,6 +352,11 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 report.corrupt.push(CorruptRange {
                     offset: range.start as u64,
                     len: range.len() as u64,
+                    lines: buf[range.clone()]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        .max(1) as u64,
                     reason: reason.clone(),
                     saved_to: Some(saved),
                 });
@@ -631,6 +636,13 @@ impl<T> Journal<T> {
             self.poisoned = Some(what);
         }
     }
+}
+
+/// Reads the valid records of a journal file without locking or repairing it: for looking at
+/// the journal another live process holds (doctor: faults of other daemons on the node).
+/// Unreadable records and a torn final line are skipped silently.
+pub fn peek<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
+    Ok(replay::scan::<T>(&fs::read(path)?).records)
 }
 
 fn encode_all<T: Serialize>(recs: &[T]) -> Result<Vec<u8>, JournalError> {

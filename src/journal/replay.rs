@@ -20,6 +20,8 @@ pub struct CorruptRange {
     pub offset: u64,
     /// Length of the region in bytes.
     pub len: u64,
+    /// Records (lines) the region held as far as can be told: its newlines, at least one.
+    pub lines: u64,
     /// Why the record at `offset` was rejected.
     pub reason: String,
     /// The forensic copy of exactly these bytes (`journal.log.corrupt-<offset>-<unix-secs>`).
@@ -56,6 +58,11 @@ impl Replay {
         !self.corrupt.is_empty()
     }
 
+    /// Records (lines) in the skipped regions: what the corrupt-records metric counts.
+    pub fn corrupt_lines(&self) -> u64 {
+        self.corrupt.iter().map(|c| c.lines).sum()
+    }
+
     /// Total bytes in the skipped regions.
     pub fn corrupt_bytes(&self) -> u64 {
         self.corrupt.iter().map(|c| c.len).sum()
@@ -76,7 +83,8 @@ impl Replay {
             return s;
         }
         let mut s = format!(
-            "CORRUPT: {} unreadable region(s), {} byte(s) skipped, {} record(s) kept:",
+            "CORRUPT: {} unreadable record(s) in {} region(s), {} byte(s) skipped, {} record(s) kept:",
+            self.corrupt_lines(),
             self.corrupt.len(),
             self.corrupt_bytes(),
             self.records

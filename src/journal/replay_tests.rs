@@ -89,6 +89,7 @@ fn journal_every_single_byte_flip_costs_only_its_record() {
                 assert_eq!(replay.corrupt.len(), 1, "byte {pos}: {replay:?}");
                 let c = &replay.corrupt[0];
                 assert_eq!((c.offset, c.len), (start as u64, line.len() as u64));
+                assert_eq!(c.lines, 1);
                 assert_eq!(
                     fs::read(c.saved_to.as_ref().unwrap()).unwrap(),
                     &bad[start..start + line.len()]
@@ -146,8 +147,12 @@ fn journal_garbage_between_records_is_skipped_and_saved() {
         assert_eq!(fs::read(p).unwrap(), want);
     }
     let summary = replay.summary();
+    // junk1 holds two lines, junk2 one.
+    let counted: Vec<u64> = replay.corrupt.iter().map(|c| c.lines).collect();
+    assert_eq!(counted, vec![2, 1]);
+    assert_eq!(replay.corrupt_lines(), 3);
     assert!(
-        summary.starts_with("CORRUPT: 2 unreadable region(s)"),
+        summary.starts_with("CORRUPT: 3 unreadable record(s) in 2 region(s)"),
         "{summary}"
     );
     assert!(
@@ -339,4 +344,17 @@ fn journal_failed_sync_poisons_until_compaction() {
     let (j, replayed) = open(d.path());
     assert_eq!(replayed.len(), 4);
     assert!(j.poisoned().is_none());
+}
+
+#[test]
+fn journal_peek_reads_a_locked_journal_without_touching_it() {
+    let l = lines(&history());
+    let bytes = [&l[0][..], b"garbage\n", &l[1], b"FJ1 9 torn"].concat();
+    let d = dir_with(&bytes);
+    let (_j, _) = open(d.path()); // holds the lock; repaired the file
+    fs::write(d.path().join(JOURNAL_FILE), &bytes).unwrap();
+    let got: Vec<Snap> = peek(&d.path().join(JOURNAL_FILE)).unwrap();
+    assert_eq!(got, history()[..2]);
+    assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), bytes);
+    assert!(peek::<Snap>(&d.path().join("nope")).is_err());
 }
