@@ -272,6 +272,8 @@ pub struct Journal<T> {
     unsynced: u64,
     /// Test hook: the next `fdatasync` fails with this errno instead of running.
     fail_next_sync: Option<Errno>,
+    /// Test hook: the next write writes half its bytes, then fails with this errno.
+    fail_next_write: Option<Errno>,
     replay: Replay,
     stats: JournalStats,
     /// Exclusive flock on `dir/LOCK`; released on drop.
@@ -392,6 +394,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             poisoned: None,
             unsynced: 0,
             fail_next_sync: None,
+            fail_next_write: None,
             replay: report,
             stats: JournalStats {
                 replay_time,
@@ -432,7 +435,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         }
         let buf = encode_all(recs)?;
 
-        if let Err(e) = self.file.write_all(&buf) {
+        let written = match self.fail_next_write.take() {
+            Some(errno) => self
+                .file
+                .write_all(&buf[..buf.len() / 2])
+                .and(Err(io::Error::from(errno))),
+            None => self.file.write_all(&buf),
+        };
+        if let Err(e) = written {
             // Roll back a partial write so later appends don't land behind garbage; whether or
             // not that worked, what reached the disk is unknown until a compaction or restart.
             let rollback = match self.file.set_len(self.end) {
@@ -617,6 +627,13 @@ impl<T> Journal<T> {
     #[doc(hidden)]
     pub fn inject_sync_failure(&mut self, errno: Errno) {
         self.fail_next_sync = Some(errno);
+    }
+
+    /// Test hook: the next append writes half of its bytes and then fails with `errno`, as a
+    /// full disk would make it. Not part of the supported API.
+    #[doc(hidden)]
+    pub fn inject_write_failure(&mut self, errno: Errno) {
+        self.fail_next_write = Some(errno);
     }
 
     fn check_poisoned(&self) -> Result<(), JournalError> {

@@ -358,3 +358,34 @@ fn journal_peek_reads_a_locked_journal_without_touching_it() {
     assert_eq!(fs::read(d.path().join(JOURNAL_FILE)).unwrap(), bytes);
     assert!(peek::<Snap>(&d.path().join("nope")).is_err());
 }
+
+#[test]
+fn journal_failed_write_is_rolled_back_and_poisons() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(d.path());
+    j.append(&snap("a", "intent")).unwrap();
+    let before = fs::read(j.path()).unwrap();
+    j.inject_write_failure(Errno::ENOSPC);
+    let err = j.append_unsynced(&snap("a", "applied")).unwrap_err();
+    assert!(
+        matches!(err, JournalError::Io { op: "write", .. }),
+        "{err:?}"
+    );
+    // The half-written line was truncated away; the journal refuses further appends.
+    assert_eq!(fs::read(j.path()).unwrap(), before);
+    assert_eq!((j.len(), j.stats().bytes), (1, before.len() as u64));
+    let first = j.poisoned().unwrap().to_string();
+    assert!(
+        first.starts_with("write: ") && first.contains("os error 28"),
+        "{first}"
+    );
+    match j.append(&snap("b", "intent")) {
+        Err(JournalError::Poisoned { first: f, .. }) => assert_eq!(f, first),
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    assert!(matches!(j.sync(), Err(JournalError::Poisoned { .. })));
+    drop(j);
+    let (j, replayed) = open(d.path());
+    assert_eq!(replayed, vec![snap("a", "intent")]);
+    assert!(!j.last_replay().is_corrupt() && !j.last_replay().torn_tail);
+}
