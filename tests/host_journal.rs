@@ -32,17 +32,21 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Flips one bit in the middle of the JSON payload of every record of fault `id`, and appends
-/// an incomplete final line (a torn append, which must stay silent). Returns how many records
-/// were corrupted.
-fn corrupt_records_of(state: &Path, id: &str) -> usize {
+/// Flips one bit in the middle of the JSON payload of every record of fault `id` (or only of
+/// its last one), and appends an incomplete final line (a torn append, which must stay silent).
+/// Returns how many records were corrupted.
+fn corrupt_records_of(state: &Path, id: &str, only_last: bool) -> usize {
     let path = state.join("journal.log");
     let mut bytes = std::fs::read(&path).unwrap();
     let mut n = 0;
-    for (s, e) in line_ranges(&bytes) {
-        if !contains(&bytes[s..e], format!("\"id\":\"{id}\"").as_bytes()) {
-            continue;
-        }
+    let mut mine: Vec<(usize, usize)> = line_ranges(&bytes)
+        .into_iter()
+        .filter(|&(s, e)| contains(&bytes[s..e], format!("\"id\":\"{id}\"").as_bytes()))
+        .collect();
+    if only_last {
+        mine.drain(..mine.len() - 1);
+    }
+    for (s, e) in mine {
         // `FJ1 <len> <crc> <json>`: the payload starts after the third space.
         let payload = s
             + bytes[s..e]
@@ -103,7 +107,7 @@ async fn a_corrupt_record_costs_only_its_fault_and_the_kernel_scan_removes_that_
 
     // Media corruption inside every record of the first fault (its intent and applied
     // snapshots), none in the second's; a torn final line too.
-    let corrupted = corrupt_records_of(state.path(), &fa.id);
+    let corrupted = corrupt_records_of(state.path(), &fa.id, false);
     assert!(corrupted >= 2, "intent and applied: {corrupted}");
 
     let (mut d, _, http_port) = DaemonProc::spawn_tcp(state.path(), &[]);
@@ -240,4 +244,46 @@ async fn doctor_fix_spares_the_faults_of_another_live_daemon() {
     );
     drop(x); // SIGTERM: rolls its fault back
     assert!(!ns.has_faultd_qdisc());
+}
+
+#[tokio::test]
+#[ignore = "host tier: needs root; run by tests/run-all.sh"]
+async fn a_corrupt_applied_record_replays_the_intent_which_is_rolled_back() {
+    let state = tempfile::tempdir().unwrap();
+    let ns = Netns::new("jlast");
+    let (mut d, _, _) = DaemonProc::spawn_tcp(state.path(), &[]);
+    let ch = d.ready().await;
+    let f = faults(&ch)
+        .apply_fault(apply_tbf(&ns, 600, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    d.kill9();
+    assert_eq!(corrupt_records_of(state.path(), &f.id, true), 1);
+
+    let (mut d, _, http_port) = DaemonProc::spawn_tcp(state.path(), &[]);
+    let ch = d.ready().await;
+    // An earlier snapshot of the same fault (its intent) is replayed: undone as usual.
+    let got = faults(&ch)
+        .get_fault(api::GetFaultRequest { id: f.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (got.phase, got.end_reason.as_str()),
+        (api::Phase::Reverted as i32, "restart"),
+        "{got:?}"
+    );
+    assert!(!ns.has_faultd_qdisc(), "{}", ns.qdisc_dump());
+    let ready = http(http_port, "/readyz").await;
+    assert!(ready.contains("1 rolled back"), "{ready}");
+    assert!(
+        ready.contains("journal: CORRUPT: 1 unreadable record(s) in 1 region(s)"),
+        "{ready}"
+    );
+    let metrics = http(http_port, "/metrics").await;
+    assert!(
+        metrics.contains("faultd_journal_corrupt_records_total 1\n"),
+        "{metrics}"
+    );
 }
