@@ -189,11 +189,19 @@ impl Daemon {
             let state = task_state;
             // Start-up reconciliation happens here, before the gRPC port serves.
             let report = state.engine.reconcile().await;
+            // Corruption reported, and residue of the records it cost removed, before serving.
+            let journal = crate::doctor::after_replay(
+                &state.engine,
+                &state.runtimes,
+                &state.metrics,
+                &state.config.state_dir(),
+            )
+            .await;
             tokio::spawn(state.engine.clone().run_deadlines(stop_rx.clone()));
             state.set_ready(
                 true,
                 format!(
-                    "ready\nreconciled: {} rolled back, {} gone with a reboot, {} failed ({:.1} ms)\nruntimes: {}\n",
+                    "ready\nreconciled: {} rolled back, {} gone with a reboot, {} failed ({:.1} ms)\n{journal}runtimes: {}\n",
                     report.rolled_back,
                     report.gone_with_reboot,
                     report.failed,

@@ -204,6 +204,11 @@ impl<E: Effect> Engine<E> {
         &self.boot_id
     }
 
+    /// What the journal's replay found at open (corrupt regions skipped, a torn final line).
+    pub fn journal_replay(&self) -> crate::journal::Replay {
+        lock(&self.journal).last_replay().clone()
+    }
+
     /// Journals `rec` before the kernel is touched (the intent, and a capture-completed
     /// record), as durably as the state it protects outlives the kernel: a `Boot` effect's
     /// record is written to the page cache (no `fdatasync`; see [`Durability`]), a

@@ -467,7 +467,7 @@ pub fn scan_workers() -> Vec<WorkerProcess> {
 }
 
 /// Whether `pid` is a faultd daemon (its executable is named `faultd`, and it is not a worker).
-fn is_faultd_daemon(pid: u32) -> bool {
+pub fn is_faultd_daemon(pid: u32) -> bool {
     let exe_is_faultd = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|p| {
