@@ -198,6 +198,7 @@ impl Daemon {
             )
             .await;
             tokio::spawn(state.engine.clone().run_deadlines(stop_rx.clone()));
+            tokio::spawn(state.engine.clone().run_syncer(stop_rx.clone()));
             state.set_ready(
                 true,
                 format!(

@@ -65,6 +65,7 @@ pub struct Metrics {
     pub residue_detected: Gauge,
     pub journal_fsync_seconds: Histogram,
     pub journal_corrupt_records: Counter,
+    pub journal_poisoned: Gauge,
     pub runtimes: Family<RuntimeLabels, Gauge>,
     pub tls_handshake_failures: Family<ReasonLabel, Counter>,
     pub pid_cache_hits: Counter<u64, AtomicU64>,
@@ -140,6 +141,12 @@ impl Metrics {
             "Unreadable journal records skipped by replay at start-up (every valid record after them is kept); a torn final line is not counted",
             journal_corrupt_records.clone(),
         );
+        let journal_poisoned = Gauge::default();
+        registry.register(
+            "faultd_journal_poisoned",
+            "1 once a journal write or fdatasync failed: new faults are refused (UNAVAILABLE) and /readyz is not ready until faultd restarts",
+            journal_poisoned.clone(),
+        );
         let runtimes = Family::<RuntimeLabels, Gauge>::default();
         registry.register(
             "faultd_container_runtime",
@@ -174,6 +181,7 @@ impl Metrics {
             residue_detected,
             journal_fsync_seconds,
             journal_corrupt_records,
+            journal_poisoned,
             runtimes,
             tls_handshake_failures,
             pid_cache_hits,

@@ -113,15 +113,6 @@ pub struct Engine<E: Effect> {
     me: (u32, u64),
 }
 
-/// Whether `dir` is on a filesystem whose content dies with the kernel (tmpfs, ramfs).
-fn volatile_dir(dir: &Path) -> bool {
-    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
-    // <linux/magic.h> RAMFS_MAGIC (not exported by libc for this target).
-    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
-    statfs(dir)
-        .is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC || s.filesystem_type() == RAMFS_MAGIC)
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -195,13 +186,47 @@ impl<E: Effect> Engine<E> {
             max_duration: (!max_duration.is_zero()).then_some(max_duration),
             wake: Notify::new(),
             ending: Mutex::new(HashSet::new()),
-            volatile: volatile_dir(state_dir).then(|| state_dir.display().to_string()),
+            volatile: crate::journal::is_volatile_fs(state_dir)
+                .unwrap_or(false)
+                .then(|| state_dir.display().to_string()),
             me,
         }))
     }
 
     pub fn boot_id(&self) -> &str {
         &self.boot_id
+    }
+
+    /// Why the journal refuses writes (a failed write or `fdatasync`), if it does: no new
+    /// fault can be journaled, so the daemon is not ready.
+    pub fn journal_poisoned(&self) -> Option<String> {
+        lock(&self.journal).poisoned().map(str::to_string)
+    }
+
+    /// The journal's counters (records, bytes, `fdatasync`s performed, unsynced bytes).
+    pub fn journal_stats(&self) -> crate::journal::JournalStats {
+        lock(&self.journal).stats()
+    }
+
+    /// Test hook: the next `fdatasync` of the journal fails with `errno`.
+    #[doc(hidden)]
+    pub fn inject_journal_sync_failure(&self, errno: nix::errno::Errno) {
+        lock(&self.journal).inject_sync_failure(errno);
+    }
+
+    /// `fdatasync`s the journal if it holds unsynced bytes (the background syncer's tick).
+    /// A failure poisons the journal (see [`Engine::journal_poisoned`]).
+    pub async fn sync_journal(&self) -> Result<(), EngineError> {
+        if !lock(&self.journal).has_unsynced() {
+            return Ok(());
+        }
+        let journal = self.journal.clone();
+        let r = run_blocking(move || lock(&journal).sync()).await?;
+        if let Err(e) = &r {
+            self.metrics.journal_poisoned.set(1);
+            tracing::error!(error = %e, "journal fdatasync failed: the journal is poisoned; new faults are refused until faultd restarts");
+        }
+        Ok(r?)
     }
 
     /// What the journal's replay found at open (corrupt regions skipped, a torn final line).
@@ -221,8 +246,15 @@ impl<E: Effect> Engine<E> {
     /// Journals `rec` without waiting for the disk. Used for every record after the intent: if
     /// a power loss drops one, replay sees an earlier phase of the same fault (intent, applied
     /// or reverting), and start-up reconciliation undoes the fault again, which is idempotent.
+    ///
+    /// The in-memory state follows the record even when the write fails (a poisoned journal):
+    /// a rollback that undid the kernel state is listed as ended, not as reverting forever.
     async fn note(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
-        self.write(rec, false).await
+        let r = self.write(rec, false).await;
+        if r.is_err() {
+            lock(&self.faults).insert(rec.id.clone(), rec.clone());
+        }
+        r
     }
 
     async fn write(&self, rec: &FaultRecord<E>, durable: bool) -> Result<(), EngineError> {
@@ -237,7 +269,13 @@ impl<E: Effect> Engine<E> {
                 j.append_unsynced(&copy)
             }
         })
-        .await??;
+        .await?
+        .inspect_err(|e| {
+            if matches!(e, JournalError::Poisoned { .. }) || lock(&self.journal).poisoned().is_some() {
+                self.metrics.journal_poisoned.set(1);
+                tracing::error!(error = %e, "journal write failed: the journal is poisoned; new faults are refused until faultd restarts");
+            }
+        })?;
         if durable {
             self.metrics
                 .journal_fsync_seconds

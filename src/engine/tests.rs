@@ -844,7 +844,7 @@ async fn a_journal_on_tmpfs_refuses_persistent_faults_but_not_boot_ones() {
         eprintln!("no /dev/shm here: nothing to check");
         return;
     };
-    if !volatile_dir(dir.path()) {
+    if !crate::journal::is_volatile_fs(dir.path()).unwrap_or(false) {
         eprintln!("/dev/shm is not tmpfs here: nothing to check");
         return;
     }
@@ -870,4 +870,60 @@ async fn a_journal_on_tmpfs_refuses_persistent_faults_but_not_boot_ones() {
     boot.boot = true;
     e.apply(new_fault(boot, None, None)).await.unwrap();
     assert!(f.marker("kernel").exists());
+}
+
+#[tokio::test]
+async fn a_boot_intent_is_not_synced_and_a_persistent_one_is() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let before = e.journal_stats().syncs;
+    let mut boot = f.effect("k");
+    boot.boot = true;
+    e.apply(new_fault(boot, None, None)).await.unwrap();
+    assert_eq!(e.journal_stats().syncs, before, "a Boot apply fdatasynced");
+    assert!(e.journal_stats().unsynced_bytes > 0);
+    e.apply(new_fault(f.effect("p"), None, None)).await.unwrap();
+    assert_eq!(
+        e.journal_stats().syncs,
+        before + 1,
+        "a Persistent intent is synced once"
+    );
+    // The background syncer's tick syncs what is left, and nothing when nothing is.
+    e.sync_journal().await.unwrap();
+    let n = e.journal_stats().syncs;
+    e.sync_journal().await.unwrap();
+    assert_eq!(e.journal_stats().syncs, n);
+    assert_eq!(e.journal_stats().unsynced_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_sync_poisons_the_journal() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let mut boot = f.effect("k");
+    boot.boot = true;
+    let rec = e.apply(new_fault(boot.clone(), None, None)).await.unwrap();
+    e.inject_journal_sync_failure(nix::errno::Errno::EIO);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(e.clone().run_syncer(stop));
+    let t0 = Instant::now();
+    while e.journal_poisoned().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "not poisoned within the sync period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    // New faults are refused as UNAVAILABLE, nothing touched.
+    let mut other = f.effect("new");
+    other.boot = true;
+    let err = e.apply(new_fault(other, None, None)).await.unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+    assert!(!f.marker("new").exists());
+    // An active fault is still rolled back, and listed as ended, not "reverting" forever.
+    let _ = e.revert(&rec.id, EndReason::Request).await;
+    assert!(!f.marker("k").exists());
+    assert_eq!(e.get(&rec.id).unwrap().phase, Phase::Reverted);
+    let _ = stop_tx.send(true);
 }
