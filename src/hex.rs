@@ -16,7 +16,7 @@ pub fn encode(b: &[u8]) -> String {
 
 /// The bytes of an even-length hex string.
 pub fn decode(s: &str) -> Result<Vec<u8>, String> {
-    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err("expected an even number of hex digits".into());
     }
     (0..s.len())
