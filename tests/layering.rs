@@ -8,8 +8,17 @@ use std::path::{Path, PathBuf};
 /// the list in `src/lib.rs` and `docs/ARCHITECTURE.md`.
 const LAYERS: &[&[&str]] = &[
     &[
-        "failure", "duration", "config", "process", "ns", "metrics", "journal", "proto", "tls",
+        "failure",
+        "duration",
+        "config",
+        "process",
+        "ns",
+        "metrics",
+        "journal",
+        "proto",
+        "tls",
         "tc",
+        "privilege",
     ],
     &["runtime", "engine"],
     &[
