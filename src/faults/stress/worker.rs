@@ -163,15 +163,12 @@ impl Ready {
     }
 }
 
+/// The start ticks of `pid` if it runs (not a zombie).
 fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    if matches!(state, Some("Z") | Some("X")) {
-        return None;
-    }
-    crate::process::parse_start_ticks(&stat).ok()
+    crate::process::stat(pid)
+        .ok()
+        .filter(|s| !matches!(s.state, 'Z' | 'X'))
+        .map(|s| s.start_ticks)
 }
 
 /// Runs the worker; returns the exit code.
