@@ -69,9 +69,7 @@ impl CapReport {
         let names: Vec<String> = self.missing.iter().map(|n| n.cap.to_string()).collect();
         format!("missing {}", names.join(", "))
     }
-}
 
-impl CapReport {
     /// Logs each missing capability (warn) with what will not work, or that all are held.
     pub fn log(&self) {
         if let Some(e) = &self.error {
