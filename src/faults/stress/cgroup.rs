@@ -58,14 +58,6 @@ pub fn memberships(cgroups: Vec<procfs::ProcessCGroup>) -> Result<Vec<Membership
     Ok(out)
 }
 
-/// Parses a `/proc/<pid>/cgroup` text (with `procfs`).
-pub fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>, StressError> {
-    use procfs::FromBufRead;
-    let cgroups = procfs::ProcessCGroups::from_buf_read(text.as_bytes())
-        .map_err(|e| StressError::Cgroup(format!("malformed /proc/<pid>/cgroup: {e}")))?;
-    memberships(cgroups.0)
-}
-
 /// A cgroup filesystem mount from `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {
@@ -148,14 +140,6 @@ pub fn cgroup_mounts(
         });
     }
     out
-}
-
-/// The cgroup and cgroup2 mounts of a mountinfo text (lines `procfs` cannot parse are skipped).
-pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    cgroup_mounts(
-        text.lines()
-            .filter_map(|l| procfs::process::MountInfo::from_line(l).ok()),
-    )
 }
 
 /// One cgroup directory the worker joins (by writing to its `cgroup.procs`).
@@ -462,6 +446,23 @@ pub fn node_memory() -> Result<u64, StressError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses a `/proc/<pid>/cgroup` text with `procfs`, as [`of_pid`] reads it.
+    fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>, StressError> {
+        use procfs::FromBufRead;
+        let cgroups = procfs::ProcessCGroups::from_buf_read(text.as_bytes())
+            .map_err(|e| StressError::Cgroup(format!("malformed /proc/<pid>/cgroup: {e}")))?;
+        memberships(cgroups.0)
+    }
+
+    /// The cgroup mounts of a mountinfo text parsed by `procfs`, as [`of_pid`] reads it
+    /// (unparsable lines skipped).
+    fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+        cgroup_mounts(
+            text.lines()
+                .filter_map(|l| procfs::process::MountInfo::from_line(l).ok()),
+        )
+    }
 
     const V1_CGROUP: &str = "\
 12:name=systemd:/k8s.io/c1
