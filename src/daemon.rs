@@ -76,6 +76,8 @@ impl Daemon {
     /// reconciliation; `/healthz` answers immediately and `/readyz` once reconciliation is done.
     pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         config.validate().map_err(DaemonError::Config)?;
+        let capabilities = crate::privilege::check();
+        capabilities.log();
         let state_dir = config.state_dir();
         std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
             path: state_dir.clone(),
@@ -202,12 +204,13 @@ impl Daemon {
             state.set_ready(
                 true,
                 format!(
-                    "ready\nreconciled: {} rolled back, {} gone with a reboot, {} failed ({:.1} ms)\n{journal}runtimes: {}\n",
+                    "ready\nreconciled: {} rolled back, {} gone with a reboot, {} failed ({:.1} ms)\n{journal}runtimes: {}\ncapabilities: {}\n",
                     report.rolled_back,
                     report.gone_with_reboot,
                     report.failed,
                     report.took.as_secs_f64() * 1e3,
-                    state.runtimes.describe()
+                    state.runtimes.describe(),
+                    capabilities.summary()
                 ),
             );
             health

@@ -68,6 +68,22 @@ pub fn network_namespaces() -> Vec<(NsId, Namespace, String)> {
     out
 }
 
+/// The capabilities `deploy/README.md` documents that this process lacks, each with what
+/// will not work.
+fn capabilities_check() -> Check {
+    let r = crate::privilege::check();
+    let detail = if r.ok() || r.error.is_some() {
+        r.summary()
+    } else {
+        r.missing
+            .iter()
+            .map(|n| format!("{} missing: {} will not work", n.cap, n.for_what))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    check("capabilities", r.ok(), detail)
+}
+
 /// Runs every check and the residue scan.
 pub async fn run(
     engine: &crate::faults::FaultEngine,
@@ -109,6 +125,7 @@ pub async fn run(
             runtimes.describe()
         },
     ));
+    report.checks.push(capabilities_check());
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     report.checks.push(check(
         "cgroup",

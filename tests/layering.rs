@@ -8,8 +8,19 @@ use std::path::{Path, PathBuf};
 /// the list in `src/lib.rs` and `docs/ARCHITECTURE.md`.
 const LAYERS: &[&[&str]] = &[
     &[
-        "failure", "duration", "config", "hex", "process", "ns", "rootfs", "metrics", "journal",
-        "proto", "tls", "tc",
+        "failure",
+        "duration",
+        "config",
+        "hex",
+        "process",
+        "ns",
+        "rootfs",
+        "metrics",
+        "journal",
+        "proto",
+        "tls",
+        "tc",
+        "privilege",
     ],
     &["runtime", "engine"],
     &[
