@@ -55,6 +55,8 @@ pub enum DnsError {
     HostFile(FileIdent),
     #[error("the target's /etc/resolv.conf is not valid UTF-8 text")]
     NotText,
+    #[error("the target's /etc/resolv.conf ({0}) holds faultd DNSChaos content that no fault accounts for (its original is not known); `faultd ctl doctor` reports it, and the ended record in `faultd ctl list --all` has the original")]
+    Residue(FileIdent),
     #[error("{0}")]
     Blocking(String),
     #[error(transparent)]
@@ -70,7 +72,9 @@ impl DnsError {
             DnsError::BadServer(_) => FailureKind::InvalidArgument,
             DnsError::Target(e) => e.failure(),
             DnsError::File(e) => e.failure(),
-            DnsError::HostFile(_) | DnsError::NotText => FailureKind::FailedPrecondition,
+            DnsError::HostFile(_) | DnsError::NotText | DnsError::Residue(_) => {
+                FailureKind::FailedPrecondition
+            }
             DnsError::Blocking(_) => FailureKind::Internal,
             DnsError::Engine(e) => e.kind(),
         }
@@ -338,12 +342,7 @@ pub async fn set_dns_server<E: Holds<DnsFault>>(
         None => {
             // A marker without a live fault is residue of a lost record: its original is gone.
             if marker_token(&content).is_some() {
-                return Err(DnsError::File(RootfsError::NotAFile {
-                    pid: who.pid,
-                    path: format!(
-                        "{RESOLV_CONF} (it holds faultd DNSChaos content no fault accounts for; `faultd ctl doctor` reports it)"
-                    ),
-                }));
+                return Err(DnsError::Residue(file));
             }
             content
         }
