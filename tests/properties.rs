@@ -99,7 +99,13 @@ fn mutate(s: BoxedStrategy<String>) -> BoxedStrategy<String> {
 
 /// Mostly valid, sometimes one character off, sometimes anything.
 fn near(valid: BoxedStrategy<String>) -> BoxedStrategy<String> {
-    prop_oneof![5 => valid.clone(), 3 => mutate(valid), 1 => hostile()].boxed()
+    prop_oneof![16 => valid.clone(), 2 => mutate(valid), 1 => hostile()].boxed()
+}
+
+/// [`near`] for one field of many: so that whole structures are often valid, a field is
+/// corrupted less often.
+fn near_rare(valid: BoxedStrategy<String>) -> BoxedStrategy<String> {
+    prop_oneof![48 => valid.clone(), 2 => mutate(valid), 1 => hostile()].boxed()
 }
 
 /// Decimal numbers as tc and Go write them (and a few they do not).
@@ -116,7 +122,7 @@ fn number() -> BoxedStrategy<String> {
 
 fn f32_value() -> BoxedStrategy<f32> {
     prop_oneof![
-        4 => 0.0f32..=100.0,
+        8 => 0.0f32..=100.0,
         1 => select(vec![
             0.0,
             -0.0,
@@ -130,8 +136,8 @@ fn f32_value() -> BoxedStrategy<f32> {
             f32::MAX,
             f32::MIN,
         ]),
-        2 => any::<f32>(),
-        2 => Just(0.0),
+        1 => any::<f32>(),
+        8 => Just(0.0),
     ]
     .boxed()
 }
@@ -159,9 +165,12 @@ const DURATION_UNITS: &[&str] = &[
 
 fn rate_text() -> BoxedStrategy<String> {
     near(
-        (number(), select(RATE_UNITS))
-            .prop_map(|(n, u)| format!("{n}{u}"))
-            .boxed(),
+        prop_oneof![
+            4 => ((0u32..100_000).prop_map(|n| n.to_string()), select(&RATE_UNITS[..20])),
+            1 => (number(), select(RATE_UNITS)),
+        ]
+        .prop_map(|(n, u)| format!("{n}{u}"))
+        .boxed(),
     )
 }
 
@@ -174,7 +183,17 @@ fn size_text() -> BoxedStrategy<String> {
 }
 
 fn duration_text() -> BoxedStrategy<String> {
-    let term = (number(), select(DURATION_UNITS)).prop_map(|(n, u)| format!("{n}{u}"));
+    let term = prop_oneof![
+        8 => (
+            prop_oneof![
+                (0u32..100_000).prop_map(|n| n.to_string()),
+                (0u32..1000, 0u32..1000).prop_map(|(a, b)| format!("{a}.{b}")),
+            ],
+            select(&DURATION_UNITS[..8]),
+        )
+            .prop_map(|(n, u)| format!("{n}{u}")),
+        1 => (number(), select(DURATION_UNITS)).prop_map(|(n, u)| format!("{n}{u}")),
+    ];
     near(
         (
             select(&["", "", "", "+", "-"][..]),
@@ -424,6 +443,91 @@ fn option_value() -> BoxedStrategy<String> {
     )
 }
 
+/// `--opt value`, `--opt=value` or (`short`) `-ovalue`.
+fn opt(long: &str, short: Option<&str>, v: String, form: u8) -> String {
+    match (form % 3, short) {
+        (1, _) => format!("{long}={v}"),
+        (2, Some(s)) => format!("{s}{v}"),
+        _ => format!("{long} {v}"),
+    }
+}
+
+/// What the controller sends for CPU stressors, in any order and option form.
+fn valid_cpu_text() -> BoxedStrategy<String> {
+    (
+        (0u32..=9000, any::<u8>()),
+        prop::option::of((0u32..=110, any::<u8>())),
+        prop::option::of((-20i64..3000, any::<u8>())),
+        prop::option::of((
+            select(&["sqrt", "int64", "double", "loop", "fft"][..]),
+            any::<u8>(),
+        )),
+        prop::option::of((
+            0u64..100_000,
+            select(&["", "s", "m", "h", "d", "y", "S"][..]),
+            any::<u8>(),
+        )),
+        any::<u64>(),
+    )
+        .prop_map(|(cpu, load, slice, method, timeout, order)| {
+            let mut parts = vec![opt("--cpu", Some("-c"), cpu.0.to_string(), cpu.1)];
+            if let Some((l, f)) = load {
+                parts.push(opt("--cpu-load", Some("-l"), l.to_string(), f));
+            }
+            if let Some((n, f)) = slice {
+                parts.push(opt("--cpu-load-slice", None, n.to_string(), f));
+            }
+            if let Some((m, f)) = method {
+                parts.push(opt("--cpu-method", None, m.to_string(), f));
+            }
+            if let Some((n, u, f)) = timeout {
+                parts.push(opt("--timeout", Some("-t"), format!("{n}{u}"), f));
+            }
+            let k = parts.len();
+            parts.rotate_left((order % k as u64) as usize);
+            format!(" {}", parts.join(" "))
+        })
+        .boxed()
+}
+
+/// What the controller sends for memory stressors, in any order and option form.
+fn valid_memory_text() -> BoxedStrategy<String> {
+    let size = prop_oneof![
+        (
+            1u64..1_000_000,
+            select(&["", "B", "KB", "k", "KiB", "MB", "mib", "GB", "GiB", "TB", "PiB"][..])
+        )
+            .prop_map(|(n, u)| format!("{n}{u}")),
+        (0u32..200, 0u32..100).prop_map(|(a, b)| format!("{a}.{b}%")),
+        (1u32..5000).prop_map(|n| format!("{n},000MB")),
+    ];
+    (
+        prop::option::of((0u32..=9000, any::<u8>())),
+        (size, any::<u8>()),
+        prop::option::of((duration_text(), any::<u8>())),
+        prop::option::of(select(&["", "=true", "=0", "=F", "=yes"][..])),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(workers, size, time, req, dashes, order)| {
+            let d = if dashes { "--" } else { "-" };
+            let mut parts = vec![opt(&format!("{d}size"), None, size.0, size.1)];
+            if let Some((n, f)) = workers {
+                parts.push(opt(&format!("{d}workers"), None, n.to_string(), f));
+            }
+            if let Some((t, f)) = time {
+                parts.push(opt(&format!("{d}time"), None, t, f));
+            }
+            if let Some(r) = req {
+                parts.push(format!("{d}required-limit{r}"));
+            }
+            let k = parts.len();
+            parts.rotate_left((order % k as u64) as usize);
+            format!(" {}", parts.join(" "))
+        })
+        .boxed()
+}
+
 /// A stressor string made of option fragments: `--opt value`, `--opt=value`, `-cN`, or junk.
 fn stressor_text(opts: &'static [&'static str]) -> BoxedStrategy<String> {
     let fragment = prop_oneof![
@@ -433,8 +537,14 @@ fn stressor_text(opts: &'static [&'static str]) -> BoxedStrategy<String> {
         1 => select(opts).prop_map(str::to_string),
         1 => hostile(),
     ];
+    let valid = if opts == CPU_OPTS {
+        valid_cpu_text()
+    } else {
+        valid_memory_text()
+    };
     prop_oneof![
-        5 => (
+        6 => near(valid),
+        3 => (
             proptest::collection::vec(fragment, 0..6),
             select(&[" ", "  ", "\t", "\n", " \u{a0}"][..]),
         )
@@ -528,7 +638,7 @@ proptest! {
 // firewall model
 
 fn name_text(max: usize) -> BoxedStrategy<String> {
-    near(
+    near_rare(
         prop_oneof![
             proptest::string::string_regex(&format!("[A-Za-z0-9_.-]{{1,{max}}}")).unwrap(),
             Just("INPUT/abc123".to_string()),
@@ -542,71 +652,78 @@ fn set_name() -> BoxedStrategy<String> {
     // A small pool, so chains often name sets that exist (and sometimes not).
     prop_oneof![
         4 => select(&["a", "b", "set-1", "net_tgt", "x.y"][..]).prop_map(str::to_string),
-        1 => name_text(31),
+        1 => near_rare("[A-Za-z0-9_.-]{1,31}".boxed()),
     ]
     .boxed()
 }
 
 fn cidr_text() -> BoxedStrategy<String> {
-    let v4 = (any::<[u8; 4]>(), prop::option::of(0u8..=40)).prop_map(|(a, p)| {
+    let v4 = (any::<[u8; 4]>(), prop::option::of(0u8..=32)).prop_map(|(a, p)| {
         let ip = std::net::Ipv4Addr::from(a);
         match p {
             Some(p) => format!("{ip}/{p}"),
             None => ip.to_string(),
         }
     });
-    let v6 = (any::<[u16; 8]>(), prop::option::of(0u8..=140)).prop_map(|(a, p)| {
+    let v6 = (any::<[u16; 8]>(), prop::option::of(0u8..=128)).prop_map(|(a, p)| {
         let ip = std::net::Ipv6Addr::from(a);
         match p {
             Some(p) => format!("{ip}/{p}"),
             None => ip.to_string(),
         }
     });
-    near(prop_oneof![v4, v6, Just("10.0.0.0/8".to_string())].boxed())
+    near_rare(prop_oneof![v4, v6, Just("10.0.0.0/8".to_string())].boxed())
 }
 
 fn ports_text() -> BoxedStrategy<String> {
     let item = prop_oneof![
-        (0u32..70_000).prop_map(|p| p.to_string()),
-        (0u32..70_000, 0u32..70_000).prop_map(|(a, b)| format!("{a}:{b}")),
-        (0u32..70_000).prop_map(|p| format!(":{p}")),
-        (0u32..70_000).prop_map(|p| format!("{p}:")),
-        Just("http".to_string()),
+        (1u32..=65535).prop_map(|p| p.to_string()),
+        (1u32..=65535, 1u32..=65535).prop_map(|(a, b)| format!("{}:{}", a.min(b), a.max(b))),
+        (1u32..=65535).prop_map(|p| format!(":{p}")),
+        (1u32..=65535).prop_map(|p| format!("{p}:")),
     ];
     prop_oneof![
         2 => Just(String::new()),
-        5 => near(proptest::collection::vec(item, 1..18).prop_map(|v| v.join(",")).boxed()),
+        5 => near_rare(proptest::collection::vec(item, 1..16).prop_map(|v| v.join(",")).boxed()),
     ]
     .boxed()
 }
 
 fn flags_text() -> BoxedStrategy<String> {
-    let list = proptest::collection::vec(
-        select(
-            &[
-                "SYN", "ACK", "FIN", "RST", "URG", "PSH", "ALL", "NONE", "syn", "XMAS",
-            ][..],
-        ),
-        1..4,
-    )
-    .prop_map(|v| v.join(","));
-    prop_oneof![
-        2 => Just(String::new()),
-        3 => near((list.clone(), list).prop_map(|(m, c)| format!("{m} {c}")).boxed()),
-    ]
-    .boxed()
+    const FLAGS: [&str; 6] = ["SYN", "ACK", "FIN", "RST", "URG", "PSH"];
+    // The flags that must be set are a subset of the mask, as iptables users write them.
+    let valid = (1u8..64, any::<u8>(), any::<bool>()).prop_map(|(mask, comp, lower)| {
+        let names = |bits: u8| {
+            let v: Vec<&str> = (0..6)
+                .filter(|i| bits & (1 << i) != 0)
+                .map(|i| FLAGS[i])
+                .collect();
+            match (bits, v.len()) {
+                (0, _) => "NONE".to_string(),
+                (63, _) => "ALL".to_string(),
+                _ => v.join(","),
+            }
+        };
+        let text = format!("{} {}", names(mask), names(comp & mask));
+        if lower {
+            text.to_lowercase()
+        } else {
+            text
+        }
+    });
+    prop_oneof![2 => Just(String::new()), 3 => near_rare(valid.boxed())].boxed()
 }
 
 fn protocol_text() -> BoxedStrategy<String> {
-    near(
-        select(&["", "", "tcp", "udp", "icmp", "all", "TCP", "sctp"][..])
+    near_rare(
+        select(&["", "", "tcp", "tcp", "udp", "icmp", "all", "TCP"][..])
             .prop_map(str::to_string)
             .boxed(),
     )
 }
 
 fn target_text() -> BoxedStrategy<String> {
-    near(
+    near_rare(
         select(
             &[
                 "DROP",
@@ -616,8 +733,6 @@ fn target_text() -> BoxedStrategy<String> {
                 "REJECT --reject-with icmp-host-prohibited",
                 "REJECT --reject-with net-prohib",
                 "REJECT  --reject-with   icmp-port-unreachable",
-                "LOG",
-                "drop",
             ][..],
         )
         .prop_map(str::to_string)
@@ -627,9 +742,16 @@ fn target_text() -> BoxedStrategy<String> {
 
 fn device_text() -> BoxedStrategy<String> {
     prop_oneof![
-        2 => Just(String::new()),
-        5 => name_text(15),
-        1 => select(&[".", "..", "eth0", "a\"b", "a b"][..]).prop_map(str::to_string),
+        4 => Just(String::new()),
+        8 => near_rare(
+            prop_oneof![
+                select(&["eth0", "eth1", "d0", "veth-ab.12", "lo"][..]).prop_map(str::to_string),
+                "[A-Za-z0-9_.-]{1,15}",
+            ]
+            .boxed()
+        ),
+        1 => select(&[".", "..", "a\"b", "a b", "eth0:1", "a/b", "sixteen-chars-xx"][..])
+            .prop_map(str::to_string),
     ]
     .boxed()
 }
@@ -637,19 +759,30 @@ fn device_text() -> BoxedStrategy<String> {
 fn ipset() -> BoxedStrategy<IpSet> {
     (
         set_name(),
-        near(
-            select(&["hash:net", "hash:net,port", "list:set"][..])
-                .prop_map(str::to_string)
-                .boxed(),
+        near_rare(
+            select(
+                &[
+                    "hash:net",
+                    "hash:net",
+                    "hash:net,port",
+                    "hash:net,port",
+                    "list:set",
+                ][..],
+            )
+            .prop_map(str::to_string)
+            .boxed(),
         ),
         proptest::collection::vec(cidr_text(), 0..5),
         proptest::collection::vec(
-            (cidr_text(), prop_oneof![1u32..=65535, any::<u32>()])
+            (
+                cidr_text(),
+                prop_oneof![8 => 1u32..=65535, 1 => any::<u32>()],
+            )
                 .prop_map(|(cidr, port)| CidrAndPort { cidr, port }),
             0..4,
         ),
         proptest::collection::vec(set_name(), 0..3),
-        0..4u8,
+        0..12u8,
     )
         .prop_map(|(name, set_type, cidrs, cps, members, shape)| {
             // Mostly shaped as the type says (so validation gets past the shape check).
@@ -681,10 +814,28 @@ fn chain() -> BoxedStrategy<firewall::Chain> {
             proptest::collection::vec(set_name(), 0..3),
         ),
         (target_text(), protocol_text(), ports_text(), ports_text()),
-        (flags_text(), device_text()),
+        (flags_text(), device_text(), 0..30u8),
     )
         .prop_map(
-            |((name, input, ipsets), (target, protocol, sp, dp), (tcp_flags, device))| {
+            |(
+                (name, input, ipsets),
+                (target, mut protocol, mut sp, mut dp),
+                (mut tcp_flags, device, coherent),
+            )| {
+                // Mostly what iptables itself would accept: ports only with tcp/udp, flags only
+                // with tcp, tcp-reset only with tcp.
+                if coherent > 0 {
+                    let p = protocol.to_ascii_lowercase();
+                    if target.contains("tcp-re") {
+                        protocol = "tcp".into();
+                    } else if p != "tcp" && p != "udp" {
+                        sp.clear();
+                        dp.clear();
+                    }
+                    if protocol.to_ascii_lowercase() != "tcp" {
+                        tcp_flags.clear();
+                    }
+                }
                 firewall::Chain {
                     name,
                     direction: if input {
@@ -706,7 +857,12 @@ fn chain() -> BoxedStrategy<firewall::Chain> {
 }
 
 fn classify() -> BoxedStrategy<Classify> {
-    (set_name(), protocol_text(), device_text(), any::<u32>())
+    (
+        set_name(),
+        select(&["", "tcp", "udp", "icmp"][..]).prop_map(str::to_string),
+        device_text(),
+        any::<u32>(),
+    )
         .prop_map(|(ipset, protocol, device, class)| Classify {
             ipset,
             protocol,
@@ -722,10 +878,17 @@ fn desired_state() -> BoxedStrategy<DesiredState> {
         proptest::collection::vec(chain(), 0..4),
         proptest::collection::vec(classify(), 0..2),
     )
-        .prop_map(|(sets, chains, classify)| DesiredState {
-            sets,
-            chains,
-            classify,
+        .prop_map(|(mut sets, mut chains, classify)| {
+            // Names mostly unique, as the controller sends them (the pool makes clashes common).
+            let mut seen = std::collections::HashSet::new();
+            sets.retain(|s| seen.insert(s.name.clone()));
+            let mut seen = std::collections::HashSet::new();
+            chains.retain(|c| seen.insert(c.name.clone()));
+            DesiredState {
+                sets,
+                chains,
+                classify,
+            }
         })
         .boxed()
 }
