@@ -832,7 +832,7 @@ fn chain() -> BoxedStrategy<firewall::Chain> {
                         sp.clear();
                         dp.clear();
                     }
-                    if protocol.to_ascii_lowercase() != "tcp" {
+                    if !protocol.eq_ignore_ascii_case("tcp") {
                         tcp_flags.clear();
                     }
                 }
