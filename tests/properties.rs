@@ -1184,6 +1184,51 @@ proptest! {
     }
 
     #[test]
+    fn many_tc_rules_plan_within_the_handle_range_or_are_refused(
+        global in 0usize..300,
+        groups in proptest::collection::vec((0usize..20, 1usize..30), 0..18),
+        devices in 1usize..3,
+    ) {
+        // Large requests: up to ~300 chained rules and ~18 ipset groups over a few devices.
+        let rule = |delay: usize, ipset: String, dev: usize| TcRule {
+            kind: TcRuleKind::Netem(NetemArgs {
+                time: NetemTime::Micros(delay as u32 + 1),
+                ..Default::default()
+            }),
+            ipset,
+            protocol: String::new(),
+            device: format!("eth{}", dev % devices),
+        };
+        let mut rules: Vec<TcRule> = (0..global).map(|i| rule(i, String::new(), i)).collect();
+        for (g, (set, n)) in groups.iter().enumerate() {
+            rules.extend((0..*n).map(|i| rule(i, format!("set-{set}"), g)));
+        }
+        match qfault::plan(&rules) {
+            Ok(plans) => {
+                for p in &plans {
+                    prop_assert!(p.tree.len() < 255);
+                    let mut handles: Vec<u32> = p.tree.iter().map(|q| q.handle).collect();
+                    handles.sort_unstable();
+                    handles.dedup();
+                    prop_assert_eq!(handles.len(), p.tree.len(), "handles are unique");
+                    prop_assert!(p.tree.iter().all(|q| qfault::is_faultd_handle(q.handle)));
+                    // Every parent is the root or a qdisc (or a class of one) of the same tree.
+                    for q in &p.tree {
+                        prop_assert!(
+                            q.parent == TC_H_ROOT
+                                || p.tree.iter().any(|o| o.handle == q.parent & 0xFFFF_0000)
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind(), FailureKind::InvalidArgument, "{}", e);
+                prop_assert!(e.to_string().starts_with("invalid tcs "), "{}", e);
+            }
+        }
+    }
+
+    #[test]
     fn ttl_header_parses_or_says_why(s in prop_oneof![duration_text(), hostile()]) {
         if let Err(e) = faultd::duration::parse_duration(&s) {
             prop_assert!(!e.is_empty());
