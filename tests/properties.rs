@@ -33,6 +33,8 @@ use faultd::faults::FaultEffect;
 use faultd::journal::{Journal, JOURNAL_FILE};
 use faultd::ns::NsId;
 use faultd::proto::pb;
+use faultd::runtime::id::{validate_pod_uid, ContainerId};
+use faultd::runtime::ErrorKind as RuntimeErrorKind;
 use faultd::server::decode;
 use faultd::tc::netem::{encode_netem_options, NetemArgs, NetemSpec};
 use faultd::tc::parse::{parse_go_duration, parse_rate, parse_size, NetemTime, Percent};
@@ -1225,6 +1227,39 @@ proptest! {
                 prop_assert_eq!(e.kind(), FailureKind::InvalidArgument, "{}", e);
                 prop_assert!(e.to_string().starts_with("invalid tcs "), "{}", e);
             }
+        }
+    }
+
+    #[test]
+    fn container_ids_and_pod_uids_are_safe_or_refused(
+        id in near(
+            prop_oneof![
+                ("[0-9a-f]{64}", select(&["containerd://", "cri-o://", "docker://"][..]))
+                    .prop_map(|(h, p)| format!("{p}{h}")),
+                "containerd://[A-Za-z0-9][A-Za-z0-9_.-]{0,130}",
+                "(docker|cri-o)://[0-9a-fA-F]{0,130}",
+            ]
+            .boxed()
+        ),
+        uid in near("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}".boxed()),
+    ) {
+        match ContainerId::parse(&id) {
+            Ok(c) => {
+                // What reaches URL paths, gRPC requests and cgroup matching.
+                let rest = c.id();
+                prop_assert!(!rest.is_empty() && rest.len() <= 128);
+                prop_assert!(rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)));
+                prop_assert!(!rest.contains(".."));
+                prop_assert_eq!(c.to_string(), id);
+            }
+            Err(e) => {
+                prop_assert_eq!(e.kind(), RuntimeErrorKind::InvalidArgument, "{}", e);
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+        match validate_pod_uid(&uid) {
+            Ok(()) => prop_assert!(uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')),
+            Err(e) => prop_assert_eq!(e.kind(), RuntimeErrorKind::InvalidArgument),
         }
     }
 
