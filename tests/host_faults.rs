@@ -10,15 +10,6 @@ use common::host::*;
 use faultd::proto::faultd::v1 as api;
 use tonic::Code;
 
-async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    t0.elapsed()
-}
-
 #[tokio::test]
 #[ignore = "host tier: needs root; run by tests/run-all.sh"]
 async fn tbf_fault_restores_the_prior_root_exactly() {
