@@ -256,11 +256,23 @@ async fn expiry_is_enforced_by_the_daemon_within_a_second() {
         took >= Duration::from_millis(1900) && took <= Duration::from_millis(3000),
         "{took:?}"
     );
-    let r = faults(&ch)
-        .get_fault(api::GetFaultRequest { id: f.id })
-        .await
-        .unwrap()
-        .into_inner();
+    // The record is written right after the undo is verified: wait for it.
+    let t1 = Instant::now();
+    let r = loop {
+        let r = faults(&ch)
+            .get_fault(api::GetFaultRequest { id: f.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.phase != api::Phase::Reverting as i32 && r.phase != api::Phase::Applied as i32 {
+            break r;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(3),
+            "record not ended: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(r.end_reason, "expiry");
 }
 
