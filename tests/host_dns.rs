@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::ctr::{ctr, Container};
-use common::host::DaemonProc;
+use common::host::{run, DaemonProc};
 use faultd::proto::pb;
 use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
 use tonic::transport::Channel;
@@ -127,21 +127,18 @@ fn chaos_content_ok(text: &str) {
 /// put on its `lo`); returns the first datagram it gets within `limit`.
 fn listen_in_netns(pid: u32, limit: Duration) -> std::thread::JoinHandle<Option<Vec<u8>>> {
     let ns = format!("/proc/{pid}/ns/net");
-    for args in [
-        vec!["ip", "link", "set", "lo", "up"],
-        vec!["ip", "addr", "add", "10.96.0.99/32", "dev", "lo"],
-    ] {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={ns}"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let net = format!("--net={ns}");
+    run(&["nsenter", &net, "ip", "link", "set", "lo", "up"]);
+    run(&[
+        "nsenter",
+        &net,
+        "ip",
+        "addr",
+        "add",
+        "10.96.0.99/32",
+        "dev",
+        "lo",
+    ]);
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
         let f = std::fs::File::open(&ns).unwrap();

@@ -15,16 +15,15 @@ use tonic::Code;
 struct SmallFs(std::path::PathBuf);
 impl SmallFs {
     fn new(dir: &std::path::Path) -> SmallFs {
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "faultd-full"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=256k",
+            "faultd-full",
+            dir.to_str().unwrap(),
+        ]);
         SmallFs(dir.to_path_buf())
     }
     /// Fills the filesystem (a file as large as it allows).
