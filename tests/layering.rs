@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
         "tls",
         "tc",
         "privilege",
+        "vdso",
     ],
     &["runtime", "engine"],
     &[
