@@ -541,3 +541,82 @@ fn reading_a_missing_process_is_not_found() {
     let e = read_vdso(Path::new("/proc"), "999999999").unwrap_err();
     assert_eq!(e.kind(), crate::failure::FailureKind::NotFound, "{e}");
 }
+
+/// Calls `f(a0, a1)` with sentinels in every callee-saved register (rbx, rbp, r12–r15) and
+/// returns what those registers hold after the call, and the result.
+#[cfg(target_arch = "x86_64")]
+fn call_with_sentinels(f: *const u8, a0: u64, a1: u64) -> ([u64; 6], u64) {
+    let mut after = [0u64; 6];
+    let ret: u64;
+    // SAFETY: `f` is an entry of faultd's fake page (C ABI, two arguments, reads/writes only
+    // what `a0`/`a1` point to). The block saves and restores every callee-saved register it
+    // sets, keeps the stack 16-byte aligned at the call (7 pushes + 8), and declares the C
+    // ABI's caller-saved registers clobbered.
+    unsafe {
+        std::arch::asm!(
+            "push rbx", "push rbp", "push r12", "push r13", "push r14", "push r15",
+            "push rcx",
+            "sub rsp, 8",
+            "mov rbx, 0x1111111111111111",
+            "mov rbp, 0x2222222222222222",
+            "mov r12, 0x3333333333333333",
+            "mov r13, 0x4444444444444444",
+            "mov r14, 0x5555555555555555",
+            "mov r15, 0x6666666666666666",
+            "call rdx",
+            "add rsp, 8",
+            "pop rcx",
+            "mov [rcx], rbx", "mov [rcx + 8], rbp", "mov [rcx + 16], r12",
+            "mov [rcx + 24], r13", "mov [rcx + 32], r14", "mov [rcx + 40], r15",
+            "pop r15", "pop r14", "pop r13", "pop r12", "pop rbp", "pop rbx",
+            in("rdx") f,
+            in("rdi") a0,
+            in("rsi") a1,
+            in("rcx") after.as_mut_ptr(),
+            lateout("rax") ret,
+            clobber_abi("C"),
+        );
+    }
+    (after, ret)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_fake_functions_preserve_the_callee_saved_registers() {
+    let want = [
+        0x1111_1111_1111_1111,
+        0x2222_2222_2222_2222,
+        0x3333_3333_3333_3333,
+        0x4444_4444_4444_4444,
+        0x5555_5555_5555_5555,
+        0x6666_6666_6666_6666,
+    ];
+    let offset = TimeOffset::new(-600, -100).unwrap();
+    for mask in [0, REALTIME | MONOTONIC] {
+        let page = ExecPage::new(FakePage::new(offset, mask).as_bytes());
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        let mut t: libc::time_t = 0;
+        let calls = [
+            (FakeFn::ClockGettime, 1, &raw mut ts as u64),
+            (FakeFn::Gettimeofday, &raw mut tv as u64, 0),
+            (FakeFn::Time, &raw mut t as u64, 0),
+        ];
+        for (f, a0, a1) in calls {
+            let (regs, ret) = call_with_sentinels(page.entry(f), a0, a1);
+            assert_eq!(regs, want, "{f:?} mask {mask:#x}");
+            if f == FakeFn::Time {
+                assert_eq!(ret as i64, t);
+            } else {
+                assert_eq!(ret, 0, "{f:?}");
+            }
+        }
+        assert!(ts.tv_sec > 0 && tv.tv_sec > 0 && t > 0);
+    }
+}
