@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "tc",
         "privilege",
         "vdso",
+        "ptrace",
     ],
     &["runtime", "engine"],
     &[
