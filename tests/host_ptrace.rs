@@ -10,8 +10,12 @@
 //!    `clock_gettime(REALTIME)`, `gettimeofday` and `time` move by 3600 s while
 //!    `CLOCK_MONOTONIC` does not, and writing the pristine bytes back undoes it exactly.
 //!
+//! 3. a `sleep` stopped inside `nanosleep`: a remote mmap/munmap over it, and a SIGTERM sent
+//!    while it is stopped reaches it after detach (held, not swallowed).
+//!
 //! Each stop of the helper (seize → detach) is measured and printed.
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -319,4 +323,23 @@ fn vdso_patch_shifts_realtime_of_a_running_process_and_pristine_bytes_undo_it() 
     assert!(d.iter().all(|x| x.abs() < 1.5), "{d:?}");
     h.echo("reverted");
     h.finish();
+}
+
+#[test]
+#[ignore = "host tier: ptrace of a child process (root)"]
+fn a_signal_sent_while_stopped_is_delivered_on_detach() {
+    let mut sleep = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleep.id() as i32;
+    std::thread::sleep(Duration::from_millis(50)); // in nanosleep by now
+    let mut t = Traced::seize(Path::new("/proc"), pid).unwrap();
+    assert_eq!(t.threads(), 1);
+    // The remote syscall runs over an interrupted nanosleep.
+    let addr = t.mmap_page(PAGE, libc::PROT_READ).unwrap();
+    // SAFETY: plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    t.munmap(addr, PAGE).unwrap();
+    let stopped = t.detach();
+    eprintln!("sleep: stopped for {stopped:?}");
+    let status = sleep.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
 }

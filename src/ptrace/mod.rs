@@ -138,17 +138,22 @@ impl Traced {
             since,
             detached: false,
         };
+        let mut gone = Vec::new();
         for _ in 0..SETTLE_ROUNDS {
             let mut new = false;
             for tid in thread_ids(proc_root, pid)? {
-                if traced.threads.iter().any(|t| t.tid.as_raw() == tid) {
+                if traced.threads.iter().any(|t| t.tid.as_raw() == tid) || gone.contains(&tid) {
                     continue;
                 }
                 new = true;
                 let tid = Pid::from_raw(tid);
                 match ptrace::seize(tid, ptrace::Options::empty()) {
                     Ok(()) => {}
-                    Err(Errno::ESRCH) => continue, // exited meanwhile
+                    Err(Errno::ESRCH) => {
+                        // Exited meanwhile (or a zombie leader whose task entry stays).
+                        gone.push(tid.as_raw());
+                        continue;
+                    }
                     Err(errno) => {
                         return Err(PtraceError::Seize {
                             pid: tid.as_raw(),
@@ -156,9 +161,19 @@ impl Traced {
                         })
                     }
                 }
+                // Tracked from here on, so an error below still lets it go (drop).
+                traced.threads.push(Thread { tid, pending: None });
                 ptrace::interrupt(tid).map_err(ptrace_err("PTRACE_INTERRUPT", tid))?;
-                if let Some(pending) = wait_stop(tid)? {
-                    traced.threads.push(Thread { tid, pending });
+                match wait_stop(tid)? {
+                    Some(pending) => {
+                        if let Some(t) = traced.threads.last_mut() {
+                            t.pending = pending;
+                        }
+                    }
+                    None => {
+                        traced.threads.pop();
+                        gone.push(tid.as_raw());
+                    }
                 }
             }
             if !new {
@@ -214,7 +229,15 @@ impl Traced {
         }
         self.detached = true;
         for t in &self.threads {
-            match ptrace::detach(t.tid, t.pending) {
+            let mut r = ptrace::detach(t.tid, t.pending);
+            if r == Err(Errno::ESRCH) {
+                // ESRCH is also "seized but not stopped" (an error between seize and the
+                // stop): stop it, then let it go. A thread that is gone fails again: fine.
+                if ptrace::interrupt(t.tid).is_ok() && matches!(wait_stop(t.tid), Ok(Some(_))) {
+                    r = ptrace::detach(t.tid, t.pending);
+                }
+            }
+            match r {
                 Ok(()) | Err(Errno::ESRCH) => {}
                 Err(e) => tracing::warn!(tid = t.tid.as_raw(), error = %e, "PTRACE_DETACH failed"),
             }
