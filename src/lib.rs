@@ -3,7 +3,7 @@
 //! Layers, lowest first (a module only imports modules of its own layer or below; the
 //! `layering` test checks it):
 //! 1. `failure`, `duration`, `config`, `hex`, `process`, `ns`, `rootfs`, `metrics`, `journal`,
-//!    `proto`, `tls`, `tc`, `privilege`
+//!    `proto`, `tls`, `tc`, `privilege`, `vdso`, `ptrace`
 //! 2. `runtime` (container id → process), `engine` (the fault life cycle)
 //! 3. `faults::<kind>` (one module per fault kind: request use case, `Effect`, errors, tests)
 //! 4. `faults` (the closed `FaultEffect` enum over the kinds), `doctor`
@@ -25,9 +25,11 @@ pub mod ns;
 pub mod privilege;
 pub mod process;
 pub mod proto;
+pub mod ptrace;
 pub mod rootfs;
 pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod tc;
 pub mod tls;
+pub mod vdso;

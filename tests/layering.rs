@@ -21,6 +21,8 @@ const LAYERS: &[&[&str]] = &[
         "tls",
         "tc",
         "privilege",
+        "vdso",
+        "ptrace",
     ],
     &["runtime", "engine"],
     &[
