@@ -405,3 +405,48 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(pod.content(), ORIGINAL);
     host.unchanged();
 }
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn a_fault_whose_pod_is_gone_ends_as_target_gone() {
+    use faultd::proto::faultd::v1 as api;
+    let host = HostResolv::now();
+    let pod = PodFile::new();
+    let c = container(&pod, "dns-pod-5");
+    let state = tempfile::tempdir().unwrap();
+    let sock = ctr_sock();
+    let (mut d, url, _) = DaemonProc::spawn_tcp(
+        state.path(),
+        &["--runtime", "containerd", "--runtime-socket-path", &sock],
+    );
+    let admin = d.ready().await;
+    let mut client = ChaosDaemonClient::connect(url).await.unwrap();
+    client
+        .set_dns_server(dns(&c.id(), CHAOS_DNS, true))
+        .await
+        .unwrap();
+    // The whole pod goes away (no process shows the file any more).
+    c.remove();
+    client
+        .set_dns_server(dns(&c.id(), "", false))
+        .await
+        .unwrap();
+    let listed = api::faults_client::FaultsClient::new(admin)
+        .list_faults(api::ListFaultsRequest {
+            include_ended: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .faults;
+    let f = listed
+        .iter()
+        .find(|f| f.kind == "dns")
+        .expect("the dns fault");
+    assert_eq!(
+        (f.phase, f.end_reason.as_str()),
+        (api::Phase::Reverted as i32, "target_gone"),
+        "{f:?}"
+    );
+    host.unchanged();
+}

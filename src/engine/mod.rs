@@ -462,6 +462,18 @@ impl<E: Effect> Engine<E> {
         if let Err(e) = self.note(&rec).await {
             tracing::error!(fault = %rec.id, error = %e, "journaling the rollback start failed; rolling back anyway");
         }
+        // A host-scoped fault whose target no longer exists (a DNS fault whose pod sandbox is
+        // gone) ends as gone, whatever triggered the rollback: there was nothing left to undo.
+        // (Namespace- and process-scoped targets are polled by the deadline loop or found gone
+        // by reconciliation.)
+        let reason = if rec.effect.scope() == Scope::Host
+            && !matches!(reason, EndReason::ApplyFailed | EndReason::Reboot)
+            && rec.effect.target_gone(&rec.ctx())
+        {
+            rec.effect.gone_reason(&rec.ctx())
+        } else {
+            reason
+        };
         let outcome = self.undo(&rec).await;
         rec.ended_unix_ms = now_unix_ms();
         match outcome {

@@ -927,3 +927,21 @@ async fn a_failed_background_sync_poisons_the_journal() {
     assert_eq!(e.get(&rec.id).unwrap().phase, Phase::Reverted);
     let _ = stop_tx.send(true);
 }
+
+#[tokio::test]
+async fn a_host_fault_whose_target_is_gone_ends_as_target_gone() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let mut gone = f.effect("g");
+    gone.gone = true; // the target (say, a pod sandbox holding a file) went away meanwhile
+    let rec = e.apply(new_fault(gone, None, None)).await.unwrap();
+    let r = e.revert(&rec.id, EndReason::Request).await.unwrap();
+    assert_eq!(
+        (r.phase, r.end_reason),
+        (Phase::Reverted, Some(EndReason::TargetGone))
+    );
+    // A live target keeps the reason that ended it.
+    let rec = e.apply(new_fault(f.effect("l"), None, None)).await.unwrap();
+    let r = e.revert(&rec.id, EndReason::Request).await.unwrap();
+    assert_eq!(r.end_reason, Some(EndReason::Request));
+}
