@@ -184,14 +184,15 @@ pub async fn run(
         }
     }
     // Residue: faultd nft tables whose owner marker names no fault the journal accounts for.
-    let nft = crate::faults::firewall::nft::program();
+    let nf_tables = tokio::task::spawn_blocking(crate::faults::firewall::kernel_support)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
     report.checks.push(check(
-        "nft",
-        nft.is_some(),
-        match nft {
-            Some(p) => format!("{p} (network partition faults)"),
-            None => "not installed: network partition faults will fail with FAILED_PRECONDITION"
-                .to_string(),
+        "nf_tables",
+        nf_tables.is_ok(),
+        match &nf_tables {
+            Ok(()) => "netlink reachable (network partition faults)".to_string(),
+            Err(e) => format!("{e}: network partition faults will fail"),
         },
     ));
     let owners: HashSet<String> = active.iter().map(|r| r.id.clone()).collect();

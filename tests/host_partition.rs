@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::host::DaemonProc;
-use faultd::faults::firewall::nft;
 use faultd::ns::{Namespace, NsKind};
 use faultd::proto::pb;
 use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
@@ -715,54 +714,121 @@ async fn a_faultd_table_nobody_owns_is_refused_and_doctor_removes_it() {
     shutdown(c, d).await;
 }
 
-#[tokio::test]
-#[ignore = "host tier: run by tests/run-all.sh"]
-async fn every_golden_batch_loads_into_nft_and_deletes_cleanly() {
-    let name = format!("fdp-g-{}", std::process::id());
-    let _ = Command::new("ip").args(["netns", "del", &name]).output();
-    run(&["ip", "netns", "add", &name]);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+/// A throwaway named network namespace, deleted on drop.
+struct ScratchNs {
+    name: String,
+    ns: Namespace,
+}
+
+impl ScratchNs {
+    fn new(tag: &str) -> ScratchNs {
+        let name = format!("fdp-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run(&["ip", "netns", "add", &name]);
+        let ns = Namespace::open(&Path::new("/run/netns").join(&name), NsKind::Net).unwrap();
+        ScratchNs { name, ns }
+    }
+
+    /// `nft` (the test oracle only) in this namespace.
+    fn nft(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8(out.stdout).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
-    let _del = Del(name.clone());
-    let ns = Namespace::open(&Path::new("/run/netns").join(&name), NsKind::Net).unwrap();
+}
+
+impl Drop for ScratchNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// The correctness oracle: every golden ruleset, loaded natively (its `.nlhex`, the batch the
+/// daemon sends for the golden's state) in one namespace and with `nft -f <golden>.nft` in
+/// another, lists identically; the native read-back sees the owner; a foreign owner's delete is
+/// refused as a whole, the owner's succeeds.
+#[tokio::test]
+#[ignore = "host tier: run by tests/run-all.sh"]
+async fn every_golden_loads_natively_exactly_as_nft_loads_it() {
+    use faultd::faults::firewall::{commit, nl, table_state, TableState};
+    let native = ScratchNs::new("gn");
+    let oracle = ScratchNs::new("go");
     let owner = "00000000-0000-4000-8000-000000000001";
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/faults/firewall/golden");
     let mut n = 0;
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let path = e.unwrap().path();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "nft"))
+        .collect();
+    names.sort();
+    for path in names {
         let text = std::fs::read_to_string(&path).unwrap();
-        nft::run(&ns, nft::ARGV_BATCH, Some(&text))
+        let hex = std::fs::read_to_string(path.with_extension("nlhex")).unwrap();
+        let batch = nl::from_hex_lines(&hex).unwrap();
+        commit(&native.ns, "golden", batch)
             .await
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let nft::TableState::Present(l) = nft::table_state(&ns).await.unwrap() else {
+            .unwrap_or_else(|e| panic!("{}: native: {e}", path.display()));
+        oracle
+            .nft(&["-f", "-"], Some(&text))
+            .unwrap_or_else(|e| panic!("{}: nft: {e}", path.display()));
+        let list = ["list", "table", "inet", "faultd"];
+        let got = native.nft(&list, None).unwrap();
+        let want = oracle.nft(&list, None).unwrap();
+        assert_eq!(got, want, "{}: native vs nft listing", path.display());
+        // The JSON form too (it spells out what the text form abbreviates, handles included:
+        // the native batch creates the objects in nft's order).
+        let json = ["-j", "list", "table", "inet", "faultd"];
+        assert_eq!(
+            native.nft(&json, None).unwrap(),
+            oracle.nft(&json, None).unwrap(),
+            "{}: native vs nft JSON",
+            path.display()
+        );
+        let TableState::Present(l) = table_state(&native.ns).await.unwrap() else {
             panic!("{}: table absent after loading", path.display())
         };
         assert_eq!(l.owner(), Some(owner), "{}", path.display());
+        let TableState::Present(lo) = table_state(&oracle.ns).await.unwrap() else {
+            panic!("{}: oracle table absent", path.display())
+        };
+        assert_eq!(l, lo, "{}: native read-back of both tables", path.display());
         // Someone else's delete is refused as a whole; the owner's succeeds.
-        let other = faultd::faults::firewall::render::delete_owned_batch(
-            "ffffffff-0000-4000-8000-000000000000",
-        )
-        .unwrap();
-        assert!(nft::run(&ns, nft::ARGV_BATCH, Some(&other)).await.is_err());
-        let mine = faultd::faults::firewall::render::delete_owned_batch(owner).unwrap();
-        nft::run(&ns, nft::ARGV_BATCH, Some(&mine)).await.unwrap();
-        assert_eq!(
-            nft::table_state(&ns).await.unwrap(),
-            nft::TableState::Absent
-        );
+        let other = nl::delete_owned_batch("ffffffff-0000-4000-8000-000000000000").unwrap();
+        assert!(commit(&native.ns, "other", other).await.is_err());
+        let mine = nl::delete_owned_batch(owner).unwrap();
+        commit(&native.ns, "mine", mine.clone()).await.unwrap();
+        commit(&oracle.ns, "mine", mine).await.unwrap();
+        assert_eq!(table_state(&native.ns).await.unwrap(), TableState::Absent);
+        assert_eq!(table_state(&oracle.ns).await.unwrap(), TableState::Absent);
         n += 1;
     }
-    assert!(n >= 5, "{n} goldens");
+    assert!(n >= 6, "{n} goldens");
     // The idempotent delete succeeds on an absent table.
-    nft::run(
-        &ns,
-        nft::ARGV_BATCH,
-        Some(faultd::faults::firewall::render::DELETE_ANY_BATCH),
-    )
-    .await
-    .unwrap();
+    commit(&native.ns, "any", nl::delete_any_batch())
+        .await
+        .unwrap();
 }
