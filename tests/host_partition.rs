@@ -256,29 +256,65 @@ async fn expect(from: &Namespace, src: Ipv4Addr, dst: SocketAddrV4, want: Outcom
 }
 
 fn spawn_daemon(state: &Path) -> (DaemonProc, u16) {
+    spawn_daemon_with(state, None)
+}
+
+/// With `hide`: the daemon runs in a private mount namespace where an empty file is
+/// bind-mounted over the `nft` program (this machine's own mount namespace is untouched).
+fn spawn_daemon_with(state: &Path, hide: Option<(&Path, &Path)>) -> (DaemonProc, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let missing_docker = state.join("no-docker.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_faultd"))
-        .args([
-            "--insecure",
-            "--listen-address",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-        ])
-        .args(["--grpc-port", &port.to_string()])
-        .args(["--runtime", "docker", "--runtime-socket-path"])
-        .arg(&missing_docker)
-        .arg("--state-dir")
-        .arg(state)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultd"));
+    cmd.args([
+        "--insecure",
+        "--listen-address",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+    ])
+    .args(["--grpc-port", &port.to_string()])
+    .args(["--runtime", "docker", "--runtime-socket-path"])
+    .arg(&missing_docker)
+    .arg("--state-dir")
+    .arg(state)
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null());
+    if let Some((empty, nft)) = hide {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let (src, dst, root) = (c(empty), c(nft), c(Path::new("/")));
+        // SAFETY: runs in the forked child before exec and only makes syscalls (unshare,
+        // mount) on C strings allocated before the fork; errors come from errno.
+        unsafe {
+            cmd.pre_exec(move || {
+                let err = || Err(std::io::Error::last_os_error());
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return err();
+                }
+                let none = std::ptr::null();
+                if libc::mount(
+                    none,
+                    root.as_ptr(),
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    none.cast(),
+                ) != 0
+                {
+                    return err();
+                }
+                if libc::mount(src.as_ptr(), dst.as_ptr(), none, libc::MS_BIND, none.cast()) != 0 {
+                    return err();
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().unwrap();
     (
         DaemonProc {
             child,
@@ -594,6 +630,72 @@ async fn partition_blocks_selected_peers_and_recovers_exactly() {
     c.set_iptables_chains(chains_req(&p, vec![])).await.unwrap();
     c.flush_ip_sets(sets_req(&p, vec![])).await.unwrap();
     assert_eq!(p.ruleset(), before);
+    shutdown(c, d).await;
+}
+
+/// Partitions need no `nft` program: the daemon runs where `/usr/sbin/nft` is an empty file
+/// (a private mount namespace), applies a partition that blocks, and recovers it exactly.
+#[tokio::test]
+#[ignore = "host tier: run by tests/run-all.sh"]
+async fn a_partition_applies_and_recovers_on_a_node_without_nft() {
+    let nft = std::fs::canonicalize("/usr/sbin/nft").expect("the test machine has nft");
+    let p = Pair::new("nonft");
+    let l1 = Listener::start(&p.srv);
+    let dst = SocketAddrV4::new(SRV, l1.port);
+    let before = p.ruleset();
+    let state = tempfile::tempdir().unwrap();
+    let empty = state.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let (mut d, port) = spawn_daemon_with(&state.path().join("s"), Some((&empty, &nft)));
+    let mut c = client(&mut d, port).await;
+    // Inside the daemon's mount namespace nft is the empty file; outside it is not.
+    let inside =
+        std::fs::metadata(format!("/proc/{}/root{}", d.child.id(), nft.display())).unwrap();
+    assert_eq!(inside.len(), 0, "nft is hidden from the daemon");
+    assert!(std::fs::metadata(&nft).unwrap().len() > 0);
+    c.flush_ip_sets(sets_req(&p, vec![net("fdt_n", &["10.201.0.2"])]))
+        .await
+        .unwrap();
+    c.set_iptables_chains(chains_req(
+        &p,
+        vec![chain(
+            "INPUT/fdt-n",
+            pb::chain::Direction::Input,
+            &["fdt_n"],
+            "DROP",
+        )],
+    ))
+    .await
+    .unwrap();
+    assert!(p.has_table());
+    expect(
+        &p.cli,
+        CLI_BLOCKED,
+        dst,
+        Outcome::TimedOut,
+        "partitioned, no nft",
+    )
+    .await;
+    expect(
+        &p.cli,
+        CLI_FREE,
+        dst,
+        Outcome::Connected,
+        "others pass, no nft",
+    )
+    .await;
+    c.set_iptables_chains(chains_req(&p, vec![])).await.unwrap();
+    c.flush_ip_sets(sets_req(&p, vec![])).await.unwrap();
+    assert!(!p.has_table(), "{}", p.ruleset());
+    assert_eq!(p.ruleset(), before);
+    expect(
+        &p.cli,
+        CLI_BLOCKED,
+        dst,
+        Outcome::Connected,
+        "recovered, no nft",
+    )
+    .await;
     shutdown(c, d).await;
 }
 
