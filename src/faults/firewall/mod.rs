@@ -235,27 +235,29 @@ impl Effect for FirewallFault {
             let Some(ns) = self.namespace() else {
                 return Ok(()); // the namespace is gone, and the table with it
             };
-            let ours = |s: &TableState| match s {
-                TableState::Absent => false,
-                TableState::Present(l) => l.owners.contains(&ctx.fault_id),
-            };
-            if !ours(&table_state(&ns).await.map_err(effect_err)?) {
-                // Absent, or written by another fault (the one that replaced this one).
-                return Ok(());
-            }
+            // One job on the namespace's socket: the marker check, the delete, and (when the
+            // delete fails) the check whether the marker went away meanwhile, which fails the
+            // batch as a whole. Absent, or written by another fault (the one that replaced this
+            // one): nothing to undo.
+            let marker = render::owner_chain(&ctx.fault_id);
             let batch = nl::delete_owned_batch(&ctx.fault_id).map_err(effect_err)?;
-            match commit(&ns, "recover", batch).await {
-                Ok(()) => {
-                    // The namespace's last fault ended: its socket may go.
-                    conn::release(ns.id());
-                    Ok(())
+            let deleted = conn::with_socket(&ns, move |s| {
+                if !s.has_chain(&marker)? {
+                    return Ok(false);
                 }
-                // The batch fails as a whole when the marker went away meanwhile.
-                Err(e) => match table_state(&ns).await {
-                    Ok(s) if !ours(&s) => Ok(()),
-                    _ => Err(effect_err(e)),
-                },
+                match s.commit("recover", &batch) {
+                    Ok(()) => Ok(true),
+                    Err(e) if s.has_chain(&marker)? => Err(e),
+                    Err(_) => Ok(false),
+                }
+            })
+            .await
+            .map_err(effect_err)?;
+            if deleted {
+                // The namespace's last fault ended: its socket may go.
+                conn::release(ns.id());
             }
+            Ok(())
         })
     }
 
@@ -264,10 +266,11 @@ impl Effect for FirewallFault {
             let Some(ns) = self.namespace() else {
                 return Ok(true);
             };
-            Ok(match table_state(&ns).await.map_err(effect_err)? {
-                TableState::Absent => true,
-                TableState::Present(l) => !l.owners.contains(&ctx.fault_id),
-            })
+            let marker = render::owner_chain(&ctx.fault_id);
+            let ours = conn::with_socket(&ns, move |s| s.has_chain(&marker))
+                .await
+                .map_err(effect_err)?;
+            Ok(!ours)
         })
     }
 
@@ -383,7 +386,11 @@ pub async fn set_firewall_for<E: Holds<FirewallFault>>(
         return Ok(None);
     }
 
-    if let TableState::Present(l) = table_state(&ns).await? {
+    if let Some(owners) = conn::with_socket(&ns, |s| s.owners()).await? {
+        let l = Listing {
+            owners,
+            ..Default::default()
+        };
         let known = l.owner().is_some_and(|o| previous.iter().any(|p| p == o));
         if !known {
             return Err(FirewallError::ForeignTable(format!(

@@ -305,9 +305,26 @@ impl NfSocket {
         }
     }
 
-    /// Reads `table inet faultd` back: its owner markers, named sets and rule counts.
-    pub fn table_state(&mut self) -> Result<TableState, FirewallError> {
+    /// Whether chain `name` exists in `table inet faultd` (one `GETCHAIN`; `ENOENT` means the
+    /// table or the chain is absent).
+    pub fn has_chain(&mut self, name: &str) -> Result<bool, FirewallError> {
         let op = "read back table inet faultd";
+        let mut a = Vec::new();
+        nest_str(&mut a, NFTA_CHAIN_TABLE, TABLE);
+        nest_str(&mut a, NFTA_CHAIN_NAME, name);
+        match self.get(op, NFT_MSG_GETCHAIN, false, a)? {
+            Ok(_) => Ok(true),
+            Err(libc::ENOENT) => Ok(false),
+            Err(errno) => Err(FirewallError::Kernel {
+                op: op.into(),
+                what: format!("get chain {name}"),
+                errno,
+            }),
+        }
+    }
+
+    /// Whether `table inet faultd` exists, and its chains (name → 0) with the owner markers.
+    fn chains(&mut self, op: &str) -> Result<Option<Listing>, FirewallError> {
         let kernel = |what: &str, errno: i32| FirewallError::Kernel {
             op: op.into(),
             what: what.into(),
@@ -317,12 +334,11 @@ impl NfSocket {
         nest_str(&mut name, NFTA_TABLE_NAME, TABLE);
         match self.get(op, NFT_MSG_GETTABLE, false, name)? {
             Ok(_) => {}
-            Err(libc::ENOENT) => return Ok(TableState::Absent),
+            Err(libc::ENOENT) => return Ok(None),
             Err(e) => return Err(kernel("get table", e)),
         }
         let mut l = Listing::default();
-        let mut table = Vec::new();
-        nest_str(&mut table, NFTA_CHAIN_TABLE, TABLE);
+        // The kernel dumps every chain of the family; the table filter is applied here.
         let chains = match self.get(op, NFT_MSG_GETCHAIN, true, Vec::new())? {
             Ok(c) => c,
             Err(e) => return Err(kernel("dump chains", e)),
@@ -339,6 +355,29 @@ impl NfSocket {
                 }
             }
         }
+        Ok(Some(l))
+    }
+
+    /// The owner markers of `table inet faultd`; `None` when the table is absent.
+    pub fn owners(&mut self) -> Result<Option<Vec<String>>, FirewallError> {
+        Ok(self
+            .chains("read back table inet faultd")?
+            .map(|l| l.owners))
+    }
+
+    /// Reads `table inet faultd` back: its owner markers, named sets and rule counts.
+    pub fn table_state(&mut self) -> Result<TableState, FirewallError> {
+        let op = "read back table inet faultd";
+        let kernel = |what: &str, errno: i32| FirewallError::Kernel {
+            op: op.into(),
+            what: what.into(),
+            errno,
+        };
+        let Some(mut l) = self.chains(op)? else {
+            return Ok(TableState::Absent);
+        };
+        let mut table = Vec::new();
+        nest_str(&mut table, NFTA_SET_TABLE, TABLE);
         let sets = match self.get(op, NFT_MSG_GETSET, true, table.clone())? {
             Ok(s) => s,
             Err(libc::ENOENT) => return Ok(TableState::Absent), // deleted meanwhile
