@@ -1494,7 +1494,11 @@ fn ipsets(container: &str, k: usize) -> faultd::proto::pb::IpSetsRequest {
 
 fn chains(container: &str, k: usize) -> faultd::proto::pb::IptablesChainsRequest {
     use faultd::proto::pb;
-    let target = if k.is_multiple_of(2) { "DROP" } else { "REJECT" };
+    let target = if k.is_multiple_of(2) {
+        "DROP"
+    } else {
+        "REJECT"
+    };
     pb::IptablesChainsRequest {
         chains: vec![
             pb::Chain {
@@ -1521,7 +1525,14 @@ fn chains(container: &str, k: usize) -> faultd::proto::pb::IptablesChainsRequest
 }
 
 fn tcs(container: &str, k: usize) -> faultd::proto::pb::TcsRequest {
-    let mut r = tbf_request("d0", if k.is_multiple_of(2) { "1mbit" } else { "2mbit" });
+    let mut r = tbf_request(
+        "d0",
+        if k.is_multiple_of(2) {
+            "1mbit"
+        } else {
+            "2mbit"
+        },
+    );
     r.container_id = container.into();
     r.enter_ns = true;
     r
