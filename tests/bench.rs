@@ -1569,6 +1569,9 @@ async fn bench_partition_update_latency() {
     const METHODS: [&str; 3] = ["SetTcs", "SetIptablesChains", "FlushIPSets"];
     let mut client: [Vec<f64>; 3] = Default::default();
     let mut server: [Vec<f64>; 3] = Default::default();
+    // Server-side minus the journal's fdatasyncs in the call, and the fdatasyncs per call.
+    let mut nojournal: [Vec<f64>; 3] = Default::default();
+    let mut fsyncs: [Vec<f64>; 3] = Default::default();
     let mut mismatch = 0;
     for i in 0..warmup + iters {
         let scrape = i % 2 == 1;
@@ -1597,7 +1600,11 @@ async fn bench_partition_update_latency() {
             }
             let after = snap_of(&d.metrics().await, "pb.ChaosDaemon", METHODS[m]);
             match one_call(before, after) {
-                Some((h, _, _)) => server[m].push(h),
+                Some((h, f, n)) => {
+                    server[m].push(h);
+                    nojournal[m].push(h - f);
+                    fsyncs[m].push(n);
+                }
                 None => mismatch += 1,
             }
         }
@@ -1623,6 +1630,8 @@ async fn bench_partition_update_latency() {
 
     let st: Vec<Stats> = client.iter().map(|v| Stats::of(v)).collect();
     let ss: Vec<Stats> = server.iter().map(|v| Stats::of(v)).collect();
+    let sn: Vec<Stats> = nojournal.iter().map(|v| Stats::of(v)).collect();
+    let sf: Vec<Stats> = fsyncs.iter().map(|v| Stats::of(v)).collect();
     let settcs = "SetTcs update (tbf rate change) in the same run, client-observed";
     for (m, id, what) in [
         (
@@ -1643,7 +1652,16 @@ async fn bench_partition_update_latency() {
             ss[m].p50,
         )
         .target(Target::AtMost(1.0))
-        .extra(json!({"faultd": ss[m].json(), "iterations": iters}))
+        .extra(json!({"faultd": ss[m].json(), "iterations": iters,
+                      "without_fdatasyncs": sn[m].json(), "fdatasyncs_per_call": sf[m].json()}))
+        .print();
+        row(
+            Box::leak(format!("{id}_server_nojournal_p50").into_boxed_str()),
+            Box::leak(format!("{what} p50, server-side without its fdatasyncs").into_boxed_str()),
+            "ms",
+            sn[m].p50,
+        )
+        .extra(json!({"faultd": sn[m].json(), "settcs": sn[0].json()}))
         .print();
         row(
             Box::leak(format!("{id}_client_p50").into_boxed_str()),
@@ -1662,7 +1680,10 @@ async fn bench_partition_update_latency() {
         "ms",
         ss[0].p50,
     )
-    .extra(json!({"faultd": ss[0].json()}))
+    .extra(
+        json!({"faultd": ss[0].json(), "without_fdatasyncs": sn[0].json(),
+                  "fdatasyncs_per_call": sf[0].json()}),
+    )
     .print();
 }
 
