@@ -160,6 +160,57 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
             },
         ),
         (
+            "edge_shapes",
+            DesiredState {
+                sets: vec![
+                    net("all", &["0.0.0.0/0", "::/0"]),
+                    net(
+                        "top",
+                        &[
+                            "255.255.255.0/24",
+                            "ffff::/16",
+                            "10.0.0.0/24",
+                            "10.0.1.0/24",
+                        ],
+                    ),
+                    net_port("np", &[("0.0.0.0/0", 65535), ("fd00::1", 1)]),
+                ],
+                chains: {
+                    let mut a = chain(
+                        "INPUT/edges-a",
+                        Direction::Input,
+                        &["all", "top"],
+                        "REJECT --reject-with icmp-net-prohibited",
+                    );
+                    a.protocol = "tcp".into();
+                    a.destination_ports = "1000:65535,80".into();
+                    a.tcp_flags = "FIN,RST NONE".into();
+                    a.device = "veth-x.1".into();
+                    let mut b = chain(
+                        "OUTPUT/edges-b",
+                        Direction::Output,
+                        &[],
+                        "REJECT --reject-with icmp-proto-unreachable",
+                    );
+                    b.protocol = "udp".into();
+                    b.source_ports = "53".into();
+                    let mut c = chain("INPUT/edges-c", Direction::Input, &["np"], "ACCEPT");
+                    c.protocol = "tcp".into();
+                    c.destination_ports = "1:65535".into();
+                    c.tcp_flags = "ALL SYN".into();
+                    let mut d = chain(
+                        "OUTPUT/edges-d",
+                        Direction::Output,
+                        &["np", "top"],
+                        "REJECT --reject-with icmp-host-unreachable",
+                    );
+                    d.device = "eth0".into();
+                    vec![a, b, c, d]
+                },
+                classify: vec![],
+            },
+        ),
+        (
             "tc_classify",
             DesiredState {
                 sets: vec![
