@@ -1030,8 +1030,27 @@ async fn ipset_filtered_settcs_classifies_through_the_native_table() {
     assert!(n > 0, "the selected destination's packets are classified");
     println!("classified packets: {n}");
 
+    // One socket per namespace, kept while faults live there and closed (off the request
+    // path) soon after the last one ended.
+    use faultd::faults::firewall::conn;
+    assert!(conn::is_open(p.srv.id()));
     fw(Part::Classify(vec![])).await.unwrap();
+    assert!(conn::is_open(p.srv.id()), "still in use: the ipsets remain");
+    let t = Instant::now();
     fw(Part::Sets(vec![])).await.unwrap();
+    println!("recover (table deleted): {:.2?}", t.elapsed());
     assert!(!p.has_table(), "{}", p.ruleset());
     assert_eq!(p.ruleset(), before);
+    let t = Instant::now();
+    while conn::is_open(p.srv.id()) {
+        assert!(
+            t.elapsed() < conn::LINGER + Duration::from_secs(2),
+            "the namespace's socket was not closed after its last fault ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "socket closed {:.2?} after the last fault ended",
+        t.elapsed()
+    );
 }

@@ -31,7 +31,9 @@ pub const LINGER: Duration = Duration::from_secs(1);
 type Job = Box<dyn FnOnce(&mut NfSocket) + Send>;
 
 enum Cmd {
-    Job(Job),
+    /// A job; `hold`: it writes a fault's table, so the socket is kept [`IDLE`] again.
+    Job(Job, bool),
+    /// The namespace's last fault ended: close [`LINGER`] after the last job from now on.
     Release,
 }
 
@@ -76,12 +78,30 @@ where
     T: Send + 'static,
     F: FnOnce(&mut NfSocket) -> Result<T, FirewallError> + Send + 'static,
 {
+    run(ns, f, false).await
+}
+
+/// [`with_socket`] for a job that writes a fault's table: the socket is kept while it lives
+/// (undoes [`release`]).
+pub async fn with_socket_holding<T, F>(ns: &Namespace, f: F) -> Result<T, FirewallError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut NfSocket) -> Result<T, FirewallError> + Send + 'static,
+{
+    run(ns, f, true).await
+}
+
+async fn run<T, F>(ns: &Namespace, f: F, hold: bool) -> Result<T, FirewallError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut NfSocket) -> Result<T, FirewallError> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move |s: &mut NfSocket| {
         let _ = tx.send(f(s));
     });
     let id = ns.id();
-    if let Err(cmd) = send(id, Cmd::Job(job)) {
+    if let Err(cmd) = send(id, Cmd::Job(job, hold)) {
         let socket = ns
             .run_async(NfSocket::open)
             .await
@@ -116,31 +136,29 @@ fn start(id: NsId, socket: NfSocket, first: Cmd) -> Result<(), FirewallError> {
         .stack_size(256 * 1024)
         .spawn(move || {
             let mut socket = socket;
+            let mut released = false;
             let mut deadline = Instant::now() + IDLE;
+            let handle = |cmd: Cmd, socket: &mut NfSocket, released: &mut bool| {
+                match cmd {
+                    Cmd::Job(job, hold) => {
+                        job(socket);
+                        *released &= !hold;
+                    }
+                    Cmd::Release => *released = true,
+                }
+                Instant::now() + if *released { LINGER } else { IDLE }
+            };
             loop {
                 let wait = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
-                    Ok(Cmd::Job(job)) => {
-                        job(&mut socket);
-                        deadline = Instant::now() + IDLE;
-                    }
-                    Ok(Cmd::Release) => deadline = Instant::now() + LINGER,
+                    Ok(cmd) => deadline = handle(cmd, &mut socket, &mut released),
                     Err(RecvTimeoutError::Timeout) => {
                         let mut g = conns();
                         let map = g.get_or_insert_with(Map::default);
-                        match rx.try_recv() {
-                            Ok(Cmd::Job(job)) => {
-                                drop(g);
-                                job(&mut socket);
-                                deadline = Instant::now() + IDLE;
-                                continue;
-                            }
-                            Ok(Cmd::Release) => {
-                                drop(g);
-                                deadline = Instant::now() + LINGER;
-                                continue;
-                            }
-                            Err(_) => {}
+                        if let Ok(cmd) = rx.try_recv() {
+                            drop(g);
+                            deadline = handle(cmd, &mut socket, &mut released);
+                            continue;
                         }
                         if map
                             .entries
@@ -176,4 +194,11 @@ pub fn release(id: NsId) {
 /// Namespaces with an open socket (tests, diagnostics).
 pub fn open_count() -> usize {
     conns().as_ref().map_or(0, |m| m.entries.len())
+}
+
+/// Whether namespace `id` has an open socket (tests, diagnostics).
+pub fn is_open(id: NsId) -> bool {
+    conns()
+        .as_ref()
+        .is_some_and(|m| m.entries.contains_key(&id))
 }

@@ -200,7 +200,7 @@ impl Effect for FirewallFault {
             let batch = nl::apply_batch(&table, &ctx.fault_id).map_err(effect_err)?;
             // One job on the namespace's socket: the batch, then the read-back (the kernel must
             // hold exactly what was written, marked as ours).
-            let state = conn::with_socket(&ns, move |s| {
+            let state = conn::with_socket_holding(&ns, move |s| {
                 s.commit("apply", &batch)?;
                 s.table_state()
             })
