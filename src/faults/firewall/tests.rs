@@ -1,6 +1,8 @@
-//! Unit tests: golden nft batches for representative requests, validation against hostile
-//! input, read-back parsing. `FAULTD_UPDATE_GOLDEN=1 cargo test firewall` rewrites the goldens
-//! (review the diff); `tests/host_partition.rs` loads every golden into a real nft.
+//! Unit tests: golden batches for representative requests, as nft text (`golden/*.nft`) and as
+//! the native netlink batch (`golden/*.nlhex`), validation against hostile input, read-back
+//! layout. `FAULTD_UPDATE_GOLDEN=1 cargo test firewall` rewrites the goldens (review the diff);
+//! `tests/host_partition.rs` loads every `.nlhex` natively and every `.nft` with `nft -f` and
+//! compares what `nft list table inet faultd` shows.
 use super::model::*;
 use super::nlsock::Listing;
 use super::render::{apply_batch, delete_owned_batch, expected_layout, validate_owner};
