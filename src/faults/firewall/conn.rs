@@ -91,6 +91,22 @@ where
     run(ns, f, true).await
 }
 
+/// [`with_socket`] for a one-off read (doctor's scan of every namespace): uses the namespace's
+/// kept socket if it has one, else a socket of its own on a namespace thread, closed there (a
+/// socket that deleted nothing closes without waiting), so a scan starts no kept threads.
+pub async fn with_socket_once<T, F>(ns: &Namespace, f: F) -> Result<T, FirewallError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut NfSocket) -> Result<T, FirewallError> + Send + 'static,
+{
+    if is_open(ns.id()) {
+        return with_socket(ns, f).await;
+    }
+    ns.run_async(move || NfSocket::open().and_then(|mut s| f(&mut s)))
+        .await
+        .map_err(|e| FirewallError::Namespace(e.to_string()))?
+}
+
 async fn run<T, F>(ns: &Namespace, f: F, hold: bool) -> Result<T, FirewallError>
 where
     T: Send + 'static,

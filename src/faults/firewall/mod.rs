@@ -438,8 +438,8 @@ pub struct StrayTable {
 
 /// Scans `namespaces` for faultd tables whose owner marker names none of `owners` (the faults
 /// the journal still accounts for); with `fix`, deletes them. Namespaces nft cannot be run in
-/// are skipped. Each namespace's socket is released afterwards (closed a moment later unless a
-/// fault uses it).
+/// are skipped. Reads use a one-off socket unless the namespace has a kept one; a removal goes
+/// through the kept socket, released afterwards.
 pub async fn stray_tables(
     namespaces: &[(NsId, crate::ns::Namespace, String)],
     owners: &std::collections::HashSet<String>,
@@ -447,16 +447,17 @@ pub async fn stray_tables(
 ) -> Vec<StrayTable> {
     let mut out = Vec::new();
     for (id, ns, label) in namespaces {
-        let state = table_state(ns).await;
+        let state = conn::with_socket_once(ns, |s| s.table_state()).await;
         let Ok(TableState::Present(l)) = state else {
-            conn::release(*id);
             continue;
         };
         if l.owner().is_some_and(|o| owners.contains(o)) {
             continue;
         }
         let removed = fix && commit(ns, "remove", nl::delete_any_batch()).await.is_ok();
-        conn::release(*id);
+        if fix {
+            conn::release(*id);
+        }
         out.push(StrayTable {
             netns: *id,
             label: label.clone(),
