@@ -1054,3 +1054,76 @@ async fn ipset_filtered_settcs_classifies_through_the_native_table() {
         t.elapsed()
     );
 }
+
+/// A large partition (65,536 IPv4 and 20,000 IPv6 entries, the per-ipset maximum and more) loads
+/// as one native batch: element lists split over many messages, a send buffer sized to the
+/// batch; nft lists every element back.
+#[tokio::test]
+#[ignore = "host tier: run by tests/run-all.sh"]
+async fn a_large_partition_loads_as_one_native_batch() {
+    use faultd::faults::firewall::{commit, compile, nl, table_state, DesiredState, IpSet};
+    use faultd::faults::firewall::{Chain, Direction, TableState};
+    let ns = ScratchNs::new("big");
+    let v4: Vec<String> = (0..65_536u32)
+        .map(|i| format!("10.{}.{}.{}", 100 + (i >> 16), (i >> 8) & 255, i & 255))
+        .collect();
+    let v6: Vec<String> = (0..20_000u32)
+        .map(|i| format!("fd00::{:x}:{:x}", i >> 16, i & 0xffff))
+        .collect();
+    let state = DesiredState {
+        sets: vec![
+            IpSet {
+                name: "big4".into(),
+                set_type: "hash:net".into(),
+                cidrs: v4,
+                ..Default::default()
+            },
+            IpSet {
+                name: "big6".into(),
+                set_type: "hash:net".into(),
+                cidrs: v6,
+                ..Default::default()
+            },
+        ],
+        chains: vec![Chain {
+            name: "INPUT/big".into(),
+            direction: Direction::Input,
+            ipsets: vec!["big4".into(), "big6".into()],
+            target: "DROP".into(),
+            protocol: String::new(),
+            source_ports: String::new(),
+            destination_ports: String::new(),
+            tcp_flags: String::new(),
+            device: String::new(),
+        }],
+        classify: vec![],
+    };
+    let table = compile(&state).unwrap();
+    let owner = "00000000-0000-4000-8000-00000000000b";
+    let batch = nl::apply_batch(&table, owner).unwrap();
+    let (msgs, bytes) = (batch.msgs.len(), batch.bytes(1).len());
+    let t = Instant::now();
+    commit(&ns.ns, "big", batch).await.unwrap();
+    println!(
+        "{msgs} messages, {bytes} bytes: committed in {:.1?}",
+        t.elapsed()
+    );
+    let TableState::Present(l) = table_state(&ns.ns).await.unwrap() else {
+        panic!("table absent")
+    };
+    assert_eq!(l.owner(), Some(owner));
+    assert_eq!(l.chains.get("c_INPUT/big"), Some(&2));
+    let listed = ns
+        .nft(&["list", "set", "inet", "faultd", "v4_big4"], None)
+        .unwrap();
+    // Each /32 is its own interval (adjacent ones are not merged): first and last are there.
+    assert!(
+        listed.contains("10.100.0.0") && listed.contains("10.100.255.255"),
+        "{}",
+        &listed[..400.min(listed.len())]
+    );
+    commit(&ns.ns, "del", nl::delete_owned_batch(owner).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(table_state(&ns.ns).await.unwrap(), TableState::Absent);
+}
