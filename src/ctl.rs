@@ -95,6 +95,24 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 20000)]
         limit: u32,
     },
+    /// Point a container's (its pod's) resolv.conf at a DNS server (DNSChaos).
+    Dns {
+        /// Container id with its runtime prefix.
+        #[arg(long, conflicts_with = "pid")]
+        container: Option<String>,
+        /// Host PID of a process whose root shows the resolv.conf.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The DNS server (an IPv4 or IPv6 address).
+        #[arg(long)]
+        server: String,
+        /// Roll the fault back after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = crate::duration::parse_duration)]
+        ttl: Duration,
+        /// Tie the fault to a lease.
+        #[arg(long)]
+        lease: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +464,32 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                     ..Default::default()
                 },
             )?;
+            let f = faults.apply_fault(req).await?.into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::Dns {
+            container,
+            pid,
+            server,
+            ttl,
+            lease,
+        } => {
+            if container.is_none() && pid.is_none() {
+                return Err(CtlError::Usage("--container or --pid is required".into()));
+            }
+            let req = api::ApplyFaultRequest {
+                ttl_seconds: ttl.as_secs().max(1),
+                lease_id: lease.clone().unwrap_or_default(),
+                target_pid: pid.unwrap_or(0),
+                fault: Some(api::apply_fault_request::Fault::SetDnsServer(
+                    pb::SetDnsServerRequest {
+                        container_id: container.clone().unwrap_or_default(),
+                        dns_server: server.clone(),
+                        enable: true,
+                        enter_ns: true,
+                    },
+                )),
+            };
             let f = faults.apply_fault(req).await?.into_inner();
             print_faults(args.output, &[f]);
         }

@@ -76,6 +76,8 @@ impl Daemon {
     /// reconciliation; `/healthz` answers immediately and `/readyz` once reconciliation is done.
     pub async fn start(config: DaemonConfig) -> Result<Daemon, DaemonError> {
         config.validate().map_err(DaemonError::Config)?;
+        let capabilities = crate::privilege::check();
+        capabilities.log();
         let state_dir = config.state_dir();
         std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::StateDir {
             path: state_dir.clone(),
@@ -189,16 +191,26 @@ impl Daemon {
             let state = task_state;
             // Start-up reconciliation happens here, before the gRPC port serves.
             let report = state.engine.reconcile().await;
+            // Corruption reported, and residue of the records it cost removed, before serving.
+            let journal = crate::doctor::after_replay(
+                &state.engine,
+                &state.runtimes,
+                &state.metrics,
+                &state.config.state_dir(),
+            )
+            .await;
             tokio::spawn(state.engine.clone().run_deadlines(stop_rx.clone()));
+            tokio::spawn(state.engine.clone().run_syncer(stop_rx.clone()));
             state.set_ready(
                 true,
                 format!(
-                    "ready\nreconciled: {} rolled back, {} gone with a reboot, {} failed ({:.1} ms)\nruntimes: {}\n",
+                    "ready\nreconciled: {} rolled back, {} gone with a reboot, {} failed ({:.1} ms)\n{journal}runtimes: {}\ncapabilities: {}\n",
                     report.rolled_back,
                     report.gone_with_reboot,
                     report.failed,
                     report.took.as_secs_f64() * 1e3,
-                    state.runtimes.describe()
+                    state.runtimes.describe(),
+                    capabilities.summary()
                 ),
             );
             health

@@ -68,6 +68,22 @@ pub fn network_namespaces() -> Vec<(NsId, Namespace, String)> {
     out
 }
 
+/// The capabilities `deploy/README.md` documents that this process lacks, each with what
+/// will not work.
+fn capabilities_check() -> Check {
+    let r = crate::privilege::check();
+    let detail = if r.ok() || r.error.is_some() {
+        r.summary()
+    } else {
+        r.missing
+            .iter()
+            .map(|n| format!("{} missing: {} will not work", n.cap, n.for_what))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    check("capabilities", r.ok(), detail)
+}
+
 /// Runs every check and the residue scan.
 pub async fn run(
     engine: &crate::faults::FaultEngine,
@@ -77,6 +93,12 @@ pub async fn run(
 ) -> Report {
     let mut report = Report::default();
     let active = engine.list(false);
+    // What another live faultd on this node holds is its own, never residue here.
+    let live: Vec<_> = active
+        .iter()
+        .cloned()
+        .chain(other_daemons_faults())
+        .collect();
     report.checks.push(check(
         "journal",
         true,
@@ -85,6 +107,13 @@ pub async fn run(
             active.len(),
             state_dir.display()
         ),
+    ));
+    // Journal integrity: what replay skipped when this daemon opened the journal.
+    let replay = engine.journal_replay();
+    report.checks.push(check(
+        "journal integrity",
+        !replay.is_corrupt(),
+        replay.summary(),
     ));
     let found = runtimes.discovered();
     report.checks.push(check(
@@ -96,6 +125,7 @@ pub async fn run(
             runtimes.describe()
         },
     ));
+    report.checks.push(capabilities_check());
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     report.checks.push(check(
         "cgroup",
@@ -132,12 +162,12 @@ pub async fn run(
     }
 
     // Residue: faultd qdiscs that no active fault accounts for.
-    let owned: HashSet<(NsId, String)> = active
+    let owned: HashSet<(NsId, String)> = live
         .iter()
         .filter_map(|r| match &r.effect {
             FaultEffect::Qdisc(q) => Some((q.netns.id, q.device.clone())),
             FaultEffect::Firewall(_) => None,
-            FaultEffect::Stress(_) => None,
+            FaultEffect::Stress(_) | FaultEffect::Dns(_) => None,
         })
         .collect();
     let namespaces = network_namespaces();
@@ -195,7 +225,7 @@ pub async fn run(
             Err(e) => format!("{e}: network partition faults will fail"),
         },
     ));
-    let owners: HashSet<String> = active.iter().map(|r| r.id.clone()).collect();
+    let owners: HashSet<String> = live.iter().map(|r| r.id.clone()).collect();
     for t in crate::faults::firewall::stray_tables(&namespaces, &owners, fix).await {
         report.residue.push(Residue {
             kind: "nft table".into(),
@@ -207,7 +237,7 @@ pub async fn run(
     // Residue: `faultd stress-worker` processes whose fault is not active (a previous daemon's
     // workers survive only if PDEATHSIG could not fire).
     // Workers whose parent is another live faultd daemon (test hosts) are that daemon's.
-    let active_ids: HashSet<&str> = active.iter().map(|r| r.id.as_str()).collect();
+    let active_ids: HashSet<&str> = live.iter().map(|r| r.id.as_str()).collect();
     let workers = tokio::task::spawn_blocking(crate::faults::stress::spawn::scan_workers)
         .await
         .unwrap_or_default();
@@ -225,6 +255,27 @@ pub async fn run(
             removed,
         });
     }
+    // Residue: resolv.conf files carrying faultd's DNSChaos mark that no active fault wrote.
+    let tokens: HashSet<String> = active
+        .iter()
+        .filter_map(|r| match &r.effect {
+            FaultEffect::Dns(d) => Some(d.token.clone()),
+            _ => None,
+        })
+        .collect();
+    let files = tokio::task::spawn_blocking(move || crate::faults::dns::stray_files(&tokens))
+        .await
+        .unwrap_or_default();
+    for (file, pid, token) in files {
+        report.residue.push(Residue {
+            kind: "resolv.conf".into(),
+            location: format!("file {file} (seen by pid {pid})"),
+            detail: format!(
+                "holds faultd DNSChaos content (token {token}) no active fault wrote; its original is in the journal's ended records, if any (`faultd ctl list --all`)"
+            ),
+            removed: false,
+        });
+    }
     for r in &active {
         if r.effect.target_gone(&r.ctx()) {
             report.checks.push(check(
@@ -235,4 +286,77 @@ pub async fn run(
         }
     }
     report
+}
+
+/// Active (or failed) faults of the other faultd daemons running on this node (test hosts run
+/// several, each on its own state dir), read from the journal each one holds open (found
+/// through `/proc/<pid>/fd`, so wherever its state dir is). Records another build cannot
+/// decode are skipped.
+fn other_daemons_faults() -> Vec<crate::engine::FaultRecord<FaultEffect>> {
+    let me = std::process::id();
+    let mut latest = std::collections::BTreeMap::new();
+    for pid in crate::process::pids() {
+        if pid == me || !crate::faults::stress::spawn::is_faultd_daemon(pid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let is_journal = std::fs::read_link(fd.path()).is_ok_and(|t| {
+                t.file_name()
+                    .is_some_and(|n| n == crate::journal::JOURNAL_FILE)
+            });
+            if !is_journal {
+                continue;
+            }
+            let records =
+                crate::journal::peek::<crate::engine::FaultRecord<FaultEffect>>(&fd.path())
+                    .unwrap_or_default();
+            for r in records {
+                latest.insert(r.id.clone(), r);
+            }
+        }
+    }
+    latest
+        .into_values()
+        .filter(|r| r.phase.is_active() || r.phase == crate::engine::Phase::Failed)
+        .collect()
+}
+
+/// After start-up reconciliation: reports what the journal's replay skipped (metric, and the
+/// line returned for `/readyz`) and, when it skipped corrupt records, removes the kernel state
+/// those records may have described. faultd marks everything it creates (qdisc handles
+/// `faXX:`, the nft table's owner marker naming the fault, stress workers' `--fault-id`), so the
+/// kernel is the backup journal: every marked item that no live fault owns is residue
+/// ([`run`] with `fix`), and each removal is logged. A new fault kind must be markable the same
+/// way and scanned in [`run`].
+pub async fn after_replay(
+    engine: &crate::faults::FaultEngine,
+    runtimes: &crate::runtime::Runtimes,
+    metrics: &crate::metrics::Metrics,
+    state_dir: &std::path::Path,
+) -> String {
+    let replay = engine.journal_replay();
+    metrics
+        .journal_corrupt_records
+        .inc_by(replay.corrupt_lines());
+    let mut out = format!("journal: {}\n", replay.summary());
+    if !replay.is_corrupt() {
+        return out;
+    }
+    let residue = run(engine, runtimes, state_dir, true).await.residue;
+    for r in &residue {
+        if r.removed {
+            tracing::warn!(kind = %r.kind, location = %r.location, detail = %r.detail, "after journal corruption: removed faultd residue that no live fault owns");
+        } else {
+            tracing::error!(kind = %r.kind, location = %r.location, detail = %r.detail, "after journal corruption: faultd residue that no live fault owns could not be removed");
+        }
+    }
+    let removed = residue.iter().filter(|r| r.removed).count();
+    out += &format!(
+        "residue scan after journal corruption: {removed} removed, {} could not be removed\n",
+        residue.len() - removed
+    );
+    out
 }

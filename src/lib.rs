@@ -2,8 +2,8 @@
 //!
 //! Layers, lowest first (a module only imports modules of its own layer or below; the
 //! `layering` test checks it):
-//! 1. `failure`, `duration`, `config`, `process`, `ns`, `metrics`, `journal`, `proto`, `tls`,
-//!    `tc`
+//! 1. `failure`, `duration`, `config`, `hex`, `process`, `ns`, `rootfs`, `metrics`, `journal`,
+//!    `proto`, `tls`, `tc`, `privilege`
 //! 2. `runtime` (container id → process), `engine` (the fault life cycle)
 //! 3. `faults::<kind>` (one module per fault kind: request use case, `Effect`, errors, tests)
 //! 4. `faults` (the closed `FaultEffect` enum over the kinds), `doctor`
@@ -18,11 +18,14 @@ pub mod duration;
 pub mod engine;
 pub mod failure;
 pub mod faults;
+pub mod hex;
 pub mod journal;
 pub mod metrics;
 pub mod ns;
+pub mod privilege;
 pub mod process;
 pub mod proto;
+pub mod rootfs;
 pub mod runtime;
 pub mod server;
 pub mod state;

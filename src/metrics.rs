@@ -64,6 +64,8 @@ pub struct Metrics {
     pub rollback_failures: Counter,
     pub residue_detected: Gauge,
     pub journal_fsync_seconds: Histogram,
+    pub journal_corrupt_records: Counter,
+    pub journal_poisoned: Gauge,
     pub runtimes: Family<RuntimeLabels, Gauge>,
     pub tls_handshake_failures: Family<ReasonLabel, Counter>,
     pub pid_cache_hits: Counter<u64, AtomicU64>,
@@ -133,6 +135,18 @@ impl Metrics {
             "Latency of journal appends including fdatasync",
             journal_fsync_seconds.clone(),
         );
+        let journal_corrupt_records = Counter::default();
+        registry.register(
+            "faultd_journal_corrupt_records",
+            "Unreadable journal records skipped by replay at start-up (every valid record after them is kept); a torn final line is not counted",
+            journal_corrupt_records.clone(),
+        );
+        let journal_poisoned = Gauge::default();
+        registry.register(
+            "faultd_journal_poisoned",
+            "1 once a journal write or fdatasync failed: new faults are refused (UNAVAILABLE) and /readyz is not ready until faultd restarts",
+            journal_poisoned.clone(),
+        );
         let runtimes = Family::<RuntimeLabels, Gauge>::default();
         registry.register(
             "faultd_container_runtime",
@@ -166,6 +180,8 @@ impl Metrics {
             rollback_failures,
             residue_detected,
             journal_fsync_seconds,
+            journal_corrupt_records,
+            journal_poisoned,
             runtimes,
             tls_handshake_failures,
             pid_cache_hits,
@@ -230,5 +246,9 @@ mod tests {
         assert!(text.contains(r#"grpc_code="InvalidArgument"} 1"#), "{text}");
         assert!(text.contains("chaos_daemon_grpc_server_handling_seconds_count{grpc_service=\"pb.ChaosDaemon\",grpc_method=\"SetTcs\"} 2"), "{text}");
         assert!(text.contains("faultd_build_info{version=\""), "{text}");
+        assert!(
+            text.contains("faultd_journal_corrupt_records_total 0"),
+            "{text}"
+        );
     }
 }

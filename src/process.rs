@@ -39,20 +39,7 @@ impl ProcessIdentity {
 
     /// Same as [`ProcessIdentity::of`] with another procfs mount (tests, `/host-proc`).
     pub fn of_in(proc_root: &Path, pid: u32) -> Result<Self, ProcessError> {
-        let path = proc_root.join(pid.to_string()).join("stat");
-        let stat = match std::fs::read_to_string(&path) {
-            Ok(s) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ProcessError::NotFound { pid })
-            }
-            Err(e) => {
-                return Err(ProcessError::Io {
-                    path: path.display().to_string(),
-                    source: e,
-                })
-            }
-        };
-        let start_ticks = parse_start_ticks(&stat)?;
+        let start_ticks = stat_in(proc_root, pid)?.start_ticks;
         let btime = boot_time_secs_in(proc_root)?;
         Ok(ProcessIdentity {
             pid,
@@ -64,10 +51,7 @@ impl ProcessIdentity {
     /// True when `pid` is still the same process (same start time). Reads only
     /// `/proc/<pid>/stat`: the start ticks identify the process, no boot time needed.
     pub fn is_alive(&self) -> bool {
-        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
-            .ok()
-            .and_then(|stat| parse_start_ticks(&stat).ok())
-            == Some(self.start_ticks)
+        stat(self.pid).ok().map(|s| s.start_ticks) == Some(self.start_ticks)
     }
 }
 
@@ -77,44 +61,63 @@ pub fn gopsutil_create_time_ms(start_ticks: u64, clk_tck: u64, btime_secs: u64) 
     ((start_ticks / clk + btime_secs) * 1000) as i64
 }
 
-/// Field `n` (1-based, `n >= 3`) of a `/proc/<pid>/stat` line. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted after the last `)`.
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
-    let close = stat.rfind(')')?;
-    stat[close + 1..]
-        .split_ascii_whitespace()
-        .nth(n.checked_sub(3)?)
+/// The fields of `/proc/<pid>/stat` faultd uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: `R`, `S`, `Z`, ...
+    pub state: char,
+    /// Field 4.
+    pub ppid: u32,
+    /// Field 22: start time in clock ticks since boot.
+    pub start_ticks: u64,
 }
 
-/// Extracts field 22 (starttime) from a `/proc/<pid>/stat` line.
-pub fn parse_start_ticks(stat: &str) -> Result<u64, ProcessError> {
-    if !stat.contains(')') {
-        return Err(ProcessError::Parse {
-            what: "/proc/<pid>/stat",
-            detail: "no ')' after the command name".into(),
-        });
+/// Maps a `procfs` error about `what` (a file of process `pid`, if any) to ours.
+fn proc_error(
+    pid: Option<u32>,
+    what: &'static str,
+    path: &Path,
+    e: procfs::ProcError,
+) -> ProcessError {
+    use procfs::ProcError as E;
+    match (e, pid) {
+        (E::NotFound(_), Some(pid)) => ProcessError::NotFound { pid },
+        (e @ (E::Incomplete(_) | E::InternalError(_)), _) => ProcessError::Parse {
+            what,
+            detail: e.to_string(),
+        },
+        (E::Io(source, _), _) => ProcessError::Io {
+            path: path.display().to_string(),
+            source,
+        },
+        (e, _) => ProcessError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        },
     }
-    stat_field(stat, 22)
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| ProcessError::Parse {
-            what: "/proc/<pid>/stat",
-            detail: "field 22 (starttime) missing or not a number".into(),
-        })
 }
 
-/// Extracts field 4 (ppid) from a `/proc/<pid>/stat` line.
-pub fn parse_ppid(stat: &str) -> Option<u32> {
-    stat_field(stat, 4)?.parse().ok()
+/// `/proc/<pid>/stat` under another procfs mount, parsed by `procfs`.
+pub fn stat_in(proc_root: &Path, pid: u32) -> Result<ProcStat, ProcessError> {
+    let dir = proc_root.join(pid.to_string());
+    let st = procfs::process::Process::new_with_root(dir.clone())
+        .and_then(|p| p.stat())
+        .map_err(|e| proc_error(Some(pid), "/proc/<pid>/stat", &dir.join("stat"), e))?;
+    Ok(ProcStat {
+        state: st.state,
+        ppid: u32::try_from(st.ppid).unwrap_or(0),
+        start_ticks: st.starttime,
+    })
 }
 
-/// Extracts field 3 (state: `R`, `S`, `Z`, ...) from a `/proc/<pid>/stat` line.
-pub fn parse_state(stat: &str) -> Option<char> {
-    stat_field(stat, 3)?.chars().next()
+/// `/proc/<pid>/stat` of a process on this node.
+pub fn stat(pid: u32) -> Result<ProcStat, ProcessError> {
+    stat_in(Path::new("/proc"), pid)
 }
 
 /// The parent of a live process.
 pub fn parent_pid(pid: u32) -> Option<u32> {
-    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    stat(pid).ok().map(|s| s.ppid)
 }
 
 /// Every PID listed in a procfs mount (processes may vanish before the caller looks at them).
@@ -135,62 +138,81 @@ pub fn pids() -> Vec<u32> {
 
 /// Kernel clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 on every mainstream kernel.
 pub fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions and only reads a constant.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as u64
-    } else {
-        100
-    }
+    procfs::ticks_per_second()
 }
 
+/// `btime` of `<proc_root>/stat`, read anew on every call (gopsutil reads it too).
 fn boot_time_secs_in(proc_root: &Path) -> Result<u64, ProcessError> {
+    use procfs::FromReadSI;
     let path = proc_root.join("stat");
-    let s = std::fs::read_to_string(&path).map_err(|e| ProcessError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| ProcessError::Parse {
-            what: "/proc/stat",
-            detail: "no btime line".into(),
-        })
+    procfs::KernelStats::from_file(&path, procfs::current_system_info())
+        .map(|k| k.btime)
+        .map_err(|e| proc_error(None, "/proc/stat", &path, e))
 }
 
 /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): changes on every boot.
 pub fn boot_id() -> Result<String, ProcessError> {
-    let path = "/proc/sys/kernel/random/boot_id";
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| ProcessError::Io {
-            path: path.into(),
-            source: e,
-        })
+    procfs::sys::kernel::random::boot_id().map_err(|e| {
+        proc_error(
+            None,
+            "boot_id",
+            Path::new("/proc/sys/kernel/random/boot_id"),
+            e,
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A `/proc/<pid>/stat` line as kernels >= 3.5 print it (52 fields).
+    fn stat_line(pid: u32, comm: &str, state: char, ppid: u32, start_ticks: u64) -> String {
+        let mut f = vec![state.to_string(), ppid.to_string()];
+        f.extend((5..22).map(|_| "0".to_string()));
+        f.push(start_ticks.to_string());
+        f.extend((23..=52).map(|_| "0".to_string()));
+        format!("{pid} ({comm}) {}\n", f.join(" "))
+    }
+
+    fn write_stat(root: &Path, pid: u32, text: &str) {
+        std::fs::create_dir_all(root.join(pid.to_string())).unwrap();
+        std::fs::write(root.join(pid.to_string()).join("stat"), text).unwrap();
+    }
+
     #[test]
     fn start_ticks_with_hostile_comm() {
-        let line = "42 (a) b) (c d) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000 10 18446744073709551615";
-        assert_eq!(parse_start_ticks(line).unwrap(), 123456);
-        assert_eq!(parse_state(line), Some('S'));
-        assert_eq!(parse_ppid(line), Some(1));
-        assert_eq!(parse_state("42 no paren"), None);
-        assert!(parse_start_ticks("42 no paren").is_err());
-        assert!(parse_start_ticks("42 (x) S 1").is_err());
-        assert!(parse_start_ticks("").is_err());
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        write_stat(root, 42, &stat_line(42, "a) b) (c d", 'S', 1, 123456));
+        assert_eq!(
+            stat_in(root, 42).unwrap(),
+            ProcStat {
+                state: 'S',
+                ppid: 1,
+                start_ticks: 123456
+            }
+        );
+        for bad in ["42 no paren", "42 (x) S 1", "", "42 (x) S 1 2 3 4 5"] {
+            write_stat(root, 43, bad);
+            assert!(
+                matches!(stat_in(root, 43), Err(ProcessError::Parse { .. })),
+                "{bad:?}: {:?}",
+                stat_in(root, 43)
+            );
+        }
+        assert!(matches!(
+            stat_in(root, 44),
+            Err(ProcessError::NotFound { pid: 44 })
+        ));
     }
 
     #[test]
     fn ppid_and_pid_listing() {
-        let line = "42 (a) b) (c d) S 7 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456 1000";
-        assert_eq!(parse_ppid(line), Some(7));
-        assert_eq!(parse_ppid("42 (x)"), None);
+        let tmp = tempfile::tempdir().unwrap();
+        write_stat(tmp.path(), 42, &stat_line(42, "a) b) (c d", 'Z', 7, 1));
+        let st = stat_in(tmp.path(), 42).unwrap();
+        assert_eq!((st.ppid, st.state), (7, 'Z'));
         assert_eq!(
             parent_pid(std::process::id()),
             Some(nix::unistd::getppid().as_raw() as u32)
@@ -215,18 +237,25 @@ mod tests {
     #[test]
     fn identity_of_self_matches_proc() {
         let me = ProcessIdentity::of(std::process::id()).unwrap();
+        // Field 22 of /proc/self/stat and btime of /proc/stat, read here without procfs.
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let ticks = parse_start_ticks(&stat).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 1..];
+        let ticks: u64 = after_comm
+            .split_ascii_whitespace()
+            .nth(22 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(me.start_ticks, ticks);
         let btime: u64 = std::fs::read_to_string("/proc/stat")
             .unwrap()
             .lines()
             .find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().parse().unwrap()))
             .unwrap();
-        assert_eq!(
-            me.start_time_ms,
-            ((ticks / clock_ticks() + btime) * 1000) as i64
-        );
+        // SAFETY: sysconf has no preconditions.
+        let clk = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        assert_eq!(clock_ticks(), clk);
+        assert_eq!(me.start_time_ms, ((ticks / clk + btime) * 1000) as i64);
         // A create time lies between boot and now.
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -249,5 +278,11 @@ mod tests {
     fn boot_id_is_a_uuid() {
         let id = boot_id().unwrap();
         assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(
+            id,
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .unwrap()
+                .trim()
+        );
     }
 }

@@ -56,6 +56,12 @@ impl DaemonState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        if let Some(why) = self.engine.journal_poisoned() {
+            return (
+                false,
+                format!("not ready: the journal refuses writes ({why}); new faults are refused, active ones are still enforced; restart faultd once the state dir is writable\n{detail}"),
+            );
+        }
         (self.ready.load(Ordering::SeqCst), detail)
     }
 

@@ -290,6 +290,12 @@ async fn health_reflection_and_http_endpoints() {
     assert_eq!(http_get(d.http_addr, "/healthz").await.0, 200);
     let (code, body) = http_get(d.http_addr, "/readyz").await;
     assert_eq!(code, 200, "{body}");
+    // Which of the capabilities deploy/README.md documents the daemon lacks.
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("capabilities: all ") || l.starts_with("capabilities: missing ")),
+        "{body}"
+    );
     assert_eq!(http_get(d.http_addr, "/nope").await.0, 404);
     // pprof is off unless asked for.
     assert_eq!(http_get(d.http_addr, "/debug/pprof/").await.0, 404);

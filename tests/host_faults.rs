@@ -602,6 +602,7 @@ async fn ctl_end_to_end_apply_with_ttl_list_expire_doctor_halt() {
     );
     let doctor = ctl(&d.socket, &["doctor"]);
     assert!(doctor.contains("ok   journal"), "{doctor}");
+    assert!(doctor.contains("capabilities"), "{doctor}");
     let doctor_json: serde_json::Value =
         serde_json::from_str(&ctl(&d.socket, &["--output", "json", "doctor"])).unwrap();
     assert!(

@@ -11,7 +11,8 @@
 //!   cargo test --test host_stress -- --ignored --test-threads=1 --nocapture
 //! ```
 //!
-//! What is shown: CPU load measured from the container's own cgroup accounting; a memory
+//! What is shown: CPU load measured from the container's own cgroup accounting, by workers that
+//! hold no capability (every set empty, `no_new_privs`); a memory
 //! stressor above the container's limit OOM-killed inside that container only; cancel stopping
 //! the load within a second; `kill -9` of faultd leaving no process behind and the journal
 //! recording the rollback on restart; and (bench) accuracy next to Debian's stress-ng.
@@ -318,6 +319,16 @@ async fn list(admin: &Channel, include_ended: bool) -> Vec<api::Fault> {
         .faults
 }
 
+/// The value of a `/proc/<pid>/status` line (`CapEff` → `0000000000000000`).
+fn status_field(pid: u32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| format!("no {key} line"))
+}
+
 /// The host pid namespace view of `pid`'s `NSpid` line: one entry per namespace level.
 fn nspid(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -372,6 +383,25 @@ async fn cpu_half_load_is_accounted_to_the_container_and_cancel_stops_it() {
     for p in &pids {
         let adj = std::fs::read_to_string(format!("/proc/{p}/oom_score_adj")).unwrap();
         assert_eq!(adj.trim(), "500", "oom_score_adj of {p}");
+    }
+    // The worker and its load process run with no capability at all and no_new_privs.
+    for p in &pids {
+        let caps: Vec<String> = [
+            "CapInh",
+            "CapPrm",
+            "CapEff",
+            "CapBnd",
+            "CapAmb",
+            "NoNewPrivs",
+        ]
+        .iter()
+        .map(|k| format!("{k}: {}", status_field(*p, k)))
+        .collect();
+        println!("pid {p}: {}", caps.join(", "));
+        for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(status_field(*p, k), "0000000000000000", "{k} of {p}");
+        }
+        assert_eq!(status_field(*p, "NoNewPrivs"), "1", "NoNewPrivs of {p}");
     }
     let load_pid = *pids.iter().find(|&&p| p != worker).unwrap();
     assert_eq!(

@@ -8,8 +8,19 @@ use std::path::{Path, PathBuf};
 /// the list in `src/lib.rs` and `docs/ARCHITECTURE.md`.
 const LAYERS: &[&[&str]] = &[
     &[
-        "failure", "duration", "config", "process", "ns", "metrics", "journal", "proto", "tls",
+        "failure",
+        "duration",
+        "config",
+        "hex",
+        "process",
+        "ns",
+        "rootfs",
+        "metrics",
+        "journal",
+        "proto",
+        "tls",
         "tc",
+        "privilege",
     ],
     &["runtime", "engine"],
     &[
@@ -18,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
         "faults::qdisc",
         "faults::firewall",
         "faults::stress",
+        "faults::dns",
     ],
     &["faults", "doctor"],
     &["state", "server"],

@@ -3,7 +3,8 @@
 # Runs all tests of faultd (this is what CI runs, via .ci/run). Needs root on Debian 12.
 #
 #   setup   tests/env/setup.sh: apt packages, stock Debian kernel + initramfs, test image (cached)
-#   tier 1  cargo test --all-targets                   unit + in-process tests, nothing #[ignore]d
+#   tier 1  cargo fmt --check, cargo clippy -D warnings, cargo test --all-targets (unit +
+#           in-process tests, nothing #[ignore]d)
 #   tier 2  tests/host_*.rs, --ignored, on the host    private containerd at the k3s socket path
 #   tier 3  tests/vm_*.rs, --ignored, in ONE qemu VM   real sch_netem, cgroup v2, guest containerd
 #           tests/vm/reboot-*.sh                       two boots sharing a persistent disk
@@ -160,6 +161,9 @@ tier_done setup "$T"
 # ---------------------------------------------------------------------------------------------
 banner "tier 1: cargo test --all-targets (unit + in-process tests)"
 T=$(now)
+# style and lints first: a failure here fails the run but does not stop the tests
+run_step "tier1: cargo fmt --check" "$LOGDIR/tier1-fmt.log" cargo fmt --all -- --check
+run_step "tier1: cargo clippy -D warnings" "$LOGDIR/tier1-clippy.log" cargo clippy --all-targets --locked -- -D warnings
 run_step "tier1: cargo test --all-targets" "$LOGDIR/tier1.log" cargo test --all-targets --no-fail-fast
 account "tier1 (cargo test --all-targets)" "$LOGDIR/tier1.log" "$LAST_RC"
 tier_done "tier 1" "$T"

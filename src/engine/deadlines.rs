@@ -63,7 +63,6 @@ impl<E: Effect> Engine<E> {
     }
 
     /// Finds what must end now: expired deadlines, lapsed leases, targets that went away.
-
     fn due(&self) -> (Vec<(String, EndReason)>, Duration) {
         let now = now_boottime_ms();
         let mut lapsed = Vec::new();
@@ -131,4 +130,22 @@ impl<E: Effect> Engine<E> {
             }
         }
     }
+
+    /// Syncs unsynced journal bytes (the records written without `fdatasync`) at most once a
+    /// second, never on a request path, until `stop` fires. A failure poisons the journal:
+    /// storage errors on page-cache-only records surface within a second.
+    pub async fn run_syncer(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SYNC_PERIOD) => {}
+                _ = stop.changed() => return,
+            }
+            if self.journal_poisoned().is_none() {
+                let _ = self.sync_journal().await;
+            }
+        }
+    }
 }
+
+/// How often the background syncer looks for unsynced journal bytes.
+const SYNC_PERIOD: Duration = Duration::from_secs(1);

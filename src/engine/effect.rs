@@ -21,6 +21,23 @@ pub enum Scope {
 
 pub use crate::failure::FailureKind;
 
+/// How long the state a fault changes outlives the kernel that holds it, which decides how
+/// durably its intent must be journaled before anything is touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Everything the effect changes (and everything its undo restores) is state of the
+    /// running kernel that no reboot keeps: objects of any network namespace (qdiscs, nftables
+    /// tables), cgroup and sysctl values, processes faultd starts. Its intent is written to the
+    /// page cache, which survives the daemon (SIGKILL, OOM, container restart) and is lost only
+    /// together with the fault (power loss, panic, reset). After a reboot its record ends as
+    /// `reboot` without any kernel call or namespace lookup.
+    Boot,
+    /// Anything else (files on disk, the clock, persisted configuration): the intent is
+    /// `fdatasync`ed before the kernel is touched, and the effect makes its own file writes
+    /// durable in apply and undo. The default: a kind is `Boot` only by an explicit override.
+    Persistent,
+}
+
 /// An error from a fault kind's apply/revert/check.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -62,6 +79,10 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// Short kind name used in metrics and listings (`netem`, `tbf`, `stress`, ...).
     fn kind(&self) -> String;
     fn scope(&self) -> Scope;
+    /// See [`Durability`]; `Persistent` unless the kind proves otherwise.
+    fn durability(&self) -> Durability {
+        Durability::Persistent
+    }
     /// A readable one-line description.
     fn summary(&self) -> String;
     /// Reads (never changes) what the undo must restore. The engine starts it just before the

@@ -16,7 +16,7 @@ mod reconcile;
 pub mod record;
 mod request;
 
-pub use effect::{Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
+pub use effect::{Durability, Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
 pub use lease::Lease;
 pub use reconcile::ReconcileReport;
 pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};
@@ -58,6 +58,8 @@ pub enum EngineError {
     RollbackFailed { id: String, message: String },
     #[error("journal worker failed: {0}")]
     Join(String),
+    #[error("the journal in {0} is on a filesystem that does not survive a reboot (tmpfs/ramfs); a fault whose state does (a file on disk) cannot be journaled there: give faultd a state dir on disk (--state-dir on a hostPath)")]
+    VolatileJournal(String),
     #[error("fault {id} belongs to group {group:?}, not to the locked group {locked:?}")]
     WrongGroup {
         id: String,
@@ -74,7 +76,9 @@ impl EngineError {
             EngineError::Journal(_) | EngineError::Join(_) => FailureKind::Unavailable,
             EngineError::Effect(e) => e.kind,
             EngineError::NotFound(_) | EngineError::LeaseNotFound(_) => FailureKind::NotFound,
-            EngineError::LeaseExpired(_) => FailureKind::FailedPrecondition,
+            EngineError::LeaseExpired(_) | EngineError::VolatileJournal(_) => {
+                FailureKind::FailedPrecondition
+            }
             EngineError::Invalid(_) => FailureKind::InvalidArgument,
             EngineError::RollbackFailed { .. } | EngineError::WrongGroup { .. } => {
                 FailureKind::Internal
@@ -104,6 +108,8 @@ pub struct Engine<E: Effect> {
     wake: Notify,
     /// Faults the deadline loop has handed to a rollback task that has not finished yet.
     ending: Mutex<HashSet<String>>,
+    /// The state dir when it is on tmpfs/ramfs: `Persistent` faults are refused then.
+    volatile: Option<String>,
     me: (u32, u64),
 }
 
@@ -180,6 +186,9 @@ impl<E: Effect> Engine<E> {
             max_duration: (!max_duration.is_zero()).then_some(max_duration),
             wake: Notify::new(),
             ending: Mutex::new(HashSet::new()),
+            volatile: crate::journal::is_volatile_fs(state_dir)
+                .unwrap_or(false)
+                .then(|| state_dir.display().to_string()),
             me,
         }))
     }
@@ -188,18 +197,64 @@ impl<E: Effect> Engine<E> {
         &self.boot_id
     }
 
-    /// Journals `rec` durably (`fdatasync`): the intent, before the kernel is touched.
-    async fn persist(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
-        self.write(rec, true).await
+    /// Why the journal refuses writes (a failed write or `fdatasync`), if it does: no new
+    /// fault can be journaled, so the daemon is not ready.
+    pub fn journal_poisoned(&self) -> Option<String> {
+        lock(&self.journal).poisoned().map(str::to_string)
+    }
+
+    /// The journal's counters (records, bytes, `fdatasync`s performed, unsynced bytes).
+    pub fn journal_stats(&self) -> crate::journal::JournalStats {
+        lock(&self.journal).stats()
+    }
+
+    /// Test hook: the next `fdatasync` of the journal fails with `errno`.
+    #[doc(hidden)]
+    pub fn inject_journal_sync_failure(&self, errno: nix::errno::Errno) {
+        lock(&self.journal).inject_sync_failure(errno);
+    }
+
+    /// `fdatasync`s the journal if it holds unsynced bytes (the background syncer's tick).
+    /// A failure poisons the journal (see [`Engine::journal_poisoned`]).
+    pub async fn sync_journal(&self) -> Result<(), EngineError> {
+        if !lock(&self.journal).has_unsynced() {
+            return Ok(());
+        }
+        let journal = self.journal.clone();
+        let r = run_blocking(move || lock(&journal).sync()).await?;
+        if let Err(e) = &r {
+            self.metrics.journal_poisoned.set(1);
+            tracing::error!(error = %e, "journal fdatasync failed: the journal is poisoned; new faults are refused until faultd restarts");
+        }
+        Ok(r?)
+    }
+
+    /// What the journal's replay found at open (corrupt regions skipped, a torn final line).
+    pub fn journal_replay(&self) -> crate::journal::Replay {
+        lock(&self.journal).last_replay().clone()
+    }
+
+    /// Journals `rec` before the kernel is touched (the intent, and a capture-completed
+    /// record), as durably as the state it protects outlives the kernel: a `Boot` effect's
+    /// record is written to the page cache (no `fdatasync`; see [`Durability`]), a
+    /// `Persistent` one is `fdatasync`ed, which also persists every earlier unsynced record.
+    pub(crate) async fn persist(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
+        let durable = rec.effect.durability() == Durability::Persistent;
+        self.write(rec, durable).await
     }
 
     /// Journals `rec` without waiting for the disk. Used for every record after the intent: if
-    /// a power loss drops it, replay sees an earlier phase of the same fault (intent, applied or
-    /// reverting), and start-up reconciliation undoes the fault again, which is idempotent. The
-    /// fact an acknowledgement promises (this fault exists and will be undone) is already on
-    /// disk with the intent; syncing later records would only double the latency.
+    /// a power loss drops one, replay sees an earlier phase of the same fault (intent, applied
+    /// or reverting), and start-up reconciliation undoes the fault again, which is idempotent.
+    ///
+    /// The in-memory state follows the record even when the write fails (a poisoned journal):
+    /// a rollback that undid the kernel state is listed as ended, not as reverting forever.
     async fn note(&self, rec: &FaultRecord<E>) -> Result<(), EngineError> {
-        self.write(rec, false).await
+        let r = self.write(rec, false).await;
+        if r.is_err() {
+            lock(&self.faults).insert(rec.id.clone(), rec.clone());
+        }
+        r
     }
 
     async fn write(&self, rec: &FaultRecord<E>, durable: bool) -> Result<(), EngineError> {
@@ -214,7 +269,13 @@ impl<E: Effect> Engine<E> {
                 j.append_unsynced(&copy)
             }
         })
-        .await??;
+        .await?
+        .inspect_err(|e| {
+            if matches!(e, JournalError::Poisoned { .. }) || lock(&self.journal).poisoned().is_some() {
+                self.metrics.journal_poisoned.set(1);
+                tracing::error!(error = %e, "journal write failed: the journal is poisoned; new faults are refused until faultd restarts");
+            }
+        })?;
         if durable {
             self.metrics
                 .journal_fsync_seconds
@@ -280,6 +341,9 @@ impl<E: Effect> Engine<E> {
         }
         if let Some(lease) = &new.lease_id {
             self.check_lease(lease)?;
+        }
+        if let (Durability::Persistent, Some(dir)) = (new.effect.durability(), &self.volatile) {
+            return Err(EngineError::VolatileJournal(dir.clone()));
         }
         let now = now_unix_ms();
         let mut rec = FaultRecord {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::record::now_unix_ms;
-use super::{lock, Effect, EndReason, Engine, FaultRecord, Phase, Scope, KEEP_ENDED};
+use super::{lock, Durability, Effect, EndReason, Engine, FaultRecord, Phase, Scope, KEEP_ENDED};
 use crate::metrics::RollbackLabels;
 
 /// What start-up reconciliation did.
@@ -29,7 +29,15 @@ impl<E: Effect> Engine<E> {
         let mut work = Vec::new();
         for rec in leftovers {
             let rebooted = rec.boot_id != self.boot_id;
-            if rebooted && rec.effect.scope() != Scope::Host && rec.effect.target_gone(&rec.ctx()) {
+            // After a reboot a boot-scoped fault is gone with the kernel that held it, whatever
+            // its scope: no kernel call and no namespace lookup (a namespace identity of the
+            // old boot can name an unrelated namespace of this one, and a host device's root
+            // of this boot is not the one captured in the previous). Persistent faults whose
+            // namespace or process is gone are gone too; the rest are checked and undone.
+            let gone = rebooted
+                && (rec.effect.durability() == Durability::Boot
+                    || (rec.effect.scope() != Scope::Host && rec.effect.target_gone(&rec.ctx())));
+            if gone {
                 let mut gone = rec.clone();
                 gone.phase = Phase::Reverted;
                 gone.end_reason = Some(EndReason::Reboot);

@@ -31,6 +31,9 @@ struct FileEffect {
     watch: Option<PathBuf>,
     #[serde(default)]
     saw_watch: bool,
+    /// Declares [`Durability::Boot`] (kernel state) instead of the default.
+    #[serde(default)]
+    boot: bool,
 }
 
 /// Gates and an operation log shared by an effect's futures and the race tests (names are
@@ -66,6 +69,14 @@ impl Effect for FileEffect {
     fn scope(&self) -> Scope {
         self.scope
     }
+    fn durability(&self) -> Durability {
+        if self.boot {
+            Durability::Boot
+        } else {
+            Durability::Persistent
+        }
+    }
+
     fn summary(&self) -> String {
         format!("marker {}", self.path.display())
     }
@@ -139,6 +150,7 @@ impl Effect for FileEffect {
         format!("rm {}", self.path.display())
     }
     fn target_gone(&self, _: &EffectCtx) -> bool {
+        op(format!("{} target_gone", self.path.display()));
         self.gone
     }
 }
@@ -175,6 +187,7 @@ impl Fixture {
             gate: String::new(),
             watch: None,
             saw_watch: false,
+            boot: false,
         }
     }
 
@@ -331,6 +344,49 @@ async fn an_intent_without_applied_is_also_rolled_back() {
     let e = f.engine("b1", Duration::ZERO);
     assert_eq!(e.reconcile().await.rolled_back, 1);
     assert!(!f.marker("m").exists());
+}
+
+#[tokio::test]
+async fn after_a_reboot_boot_scoped_faults_end_with_no_kernel_call_whatever_their_scope() {
+    let f = Fixture::new();
+    let ids: Vec<String> = {
+        let e = f.engine("boot-a", Duration::from_secs(60));
+        let mut ids = Vec::new();
+        for (n, scope) in [("bhost", Scope::Host), ("bns", Scope::Netns)] {
+            let mut b = f.effect(n);
+            b.scope = scope;
+            b.boot = true;
+            ids.push(e.apply(new_fault(b, None, None)).await.unwrap().id);
+        }
+        ids
+    };
+    let e = f.engine("boot-b", Duration::from_secs(60));
+    let report = e.reconcile().await;
+    assert_eq!((report.rolled_back, report.gone_with_reboot), (0, 2));
+    // No undo ran (the markers stand in for state the reboot dropped; a host device's root of
+    // the new boot must not be "restored") and nothing was looked up.
+    assert!(f.marker("bhost").exists() && f.marker("bns").exists());
+    assert!(
+        ops(&f.marker("b").display().to_string()).is_empty(),
+        "a target was looked up"
+    );
+    for id in &ids {
+        let r = e.get(id).unwrap();
+        assert_eq!(
+            (r.phase, r.end_reason),
+            (Phase::Reverted, Some(EndReason::Reboot))
+        );
+    }
+    // The same boot (a restart): boot-scoped faults are undone as always.
+    drop(e);
+    let e = f.engine("boot-b", Duration::from_secs(60));
+    let mut b = f.effect("same");
+    b.boot = true;
+    e.apply(new_fault(b, None, None)).await.unwrap();
+    drop(e);
+    let e = f.engine("boot-b", Duration::from_secs(60));
+    assert_eq!(e.reconcile().await.rolled_back, 1);
+    assert!(!f.marker("same").exists());
 }
 
 #[tokio::test]
@@ -662,7 +718,7 @@ async fn an_update_during_expiry_waits_for_the_old_fault_to_be_undone() {
 async fn halt_all_reports_only_finished_rollbacks_and_an_update_waits_for_it() {
     let f = Fixture::new();
     let e = f.engine("b1", Duration::ZERO);
-    let old = e
+    let _old = e
         .apply(in_group(
             new_fault(f.gated("old", "halt-old"), None, None),
             "dev",
@@ -780,4 +836,94 @@ async fn a_double_revert_undoes_once_and_both_see_the_outcome() {
         1
     );
     assert!(!f.marker("m").exists());
+}
+
+#[tokio::test]
+async fn a_journal_on_tmpfs_refuses_persistent_faults_but_not_boot_ones() {
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: nothing to check");
+        return;
+    };
+    if !crate::journal::is_volatile_fs(dir.path()).unwrap_or(false) {
+        eprintln!("/dev/shm is not tmpfs here: nothing to check");
+        return;
+    }
+    let f = Fixture::new();
+    let e = Engine::<FileEffect>::open_with_boot_id(
+        &dir.path().join("state"),
+        Duration::ZERO,
+        Arc::new(Metrics::new()),
+        "b".into(),
+    )
+    .unwrap();
+    let err = e
+        .apply(new_fault(f.effect("disk"), None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::FailedPrecondition);
+    assert!(
+        err.to_string().contains("does not survive a reboot"),
+        "{err}"
+    );
+    assert!(!f.marker("disk").exists(), "nothing was touched");
+    let mut boot = f.effect("kernel");
+    boot.boot = true;
+    e.apply(new_fault(boot, None, None)).await.unwrap();
+    assert!(f.marker("kernel").exists());
+}
+
+#[tokio::test]
+async fn a_boot_intent_is_not_synced_and_a_persistent_one_is() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let before = e.journal_stats().syncs;
+    let mut boot = f.effect("k");
+    boot.boot = true;
+    e.apply(new_fault(boot, None, None)).await.unwrap();
+    assert_eq!(e.journal_stats().syncs, before, "a Boot apply fdatasynced");
+    assert!(e.journal_stats().unsynced_bytes > 0);
+    e.apply(new_fault(f.effect("p"), None, None)).await.unwrap();
+    assert_eq!(
+        e.journal_stats().syncs,
+        before + 1,
+        "a Persistent intent is synced once"
+    );
+    // The background syncer's tick syncs what is left, and nothing when nothing is.
+    e.sync_journal().await.unwrap();
+    let n = e.journal_stats().syncs;
+    e.sync_journal().await.unwrap();
+    assert_eq!(e.journal_stats().syncs, n);
+    assert_eq!(e.journal_stats().unsynced_bytes, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_background_sync_poisons_the_journal() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let mut boot = f.effect("k");
+    boot.boot = true;
+    let rec = e.apply(new_fault(boot.clone(), None, None)).await.unwrap();
+    e.inject_journal_sync_failure(nix::errno::Errno::EIO);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(e.clone().run_syncer(stop));
+    let t0 = Instant::now();
+    while e.journal_poisoned().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "not poisoned within the sync period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(t0.elapsed() < Duration::from_millis(1500));
+    // New faults are refused as UNAVAILABLE, nothing touched.
+    let mut other = f.effect("new");
+    other.boot = true;
+    let err = e.apply(new_fault(other, None, None)).await.unwrap_err();
+    assert_eq!(err.kind(), FailureKind::Unavailable, "{err}");
+    assert!(!f.marker("new").exists());
+    // An active fault is still rolled back, and listed as ended, not "reverting" forever.
+    let _ = e.revert(&rec.id, EndReason::Request).await;
+    assert!(!f.marker("k").exists());
+    assert_eq!(e.get(&rec.id).unwrap().phase, Phase::Reverted);
+    let _ = stop_tx.send(true);
 }

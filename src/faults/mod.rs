@@ -4,6 +4,7 @@
 //! This module closes the set: [`FaultEffect`] is the one type the engine and the journal store,
 //! and dispatches to the kinds. `docs/ARCHITECTURE.md` ("Adding a fault kind") says how a new
 //! kind joins.
+pub mod dns;
 pub mod firewall;
 pub mod netns;
 pub mod qdisc;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Effect, EffectCtx, EffectError, Engine, Holds, Scope};
 use crate::process::ProcessIdentity;
+use dns::DnsFault;
 use firewall::FirewallFault;
 use qdisc::QdiscFault;
 use stress::StressFault;
@@ -28,6 +30,8 @@ pub enum FaultEffect {
     Stress(StressFault),
     /// faultd's nftables table in a network namespace (ipsets and chains: partitions).
     Firewall(FirewallFault),
+    /// A pod's resolv.conf pointing at the chaos DNS server (DNSChaos).
+    Dns(DnsFault),
 }
 
 /// The engine as the daemon uses it.
@@ -53,6 +57,7 @@ macro_rules! member {
 member!(Qdisc, QdiscFault);
 member!(Stress, StressFault);
 member!(Firewall, FirewallFault);
+member!(Dns, DnsFault);
 
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {
@@ -60,6 +65,7 @@ macro_rules! dispatch {
             FaultEffect::Qdisc(x) => x.$f($($arg),*),
             FaultEffect::Stress(x) => x.$f($($arg),*),
             FaultEffect::Firewall(x) => x.$f($($arg),*),
+            FaultEffect::Dns(x) => x.$f($($arg),*),
         }
     };
 }
@@ -70,6 +76,9 @@ impl Effect for FaultEffect {
     }
     fn scope(&self) -> Scope {
         dispatch!(self, scope)
+    }
+    fn durability(&self) -> crate::engine::Durability {
+        dispatch!(self, durability)
     }
     fn summary(&self) -> String {
         dispatch!(self, summary)
@@ -91,6 +100,10 @@ impl Effect for FaultEffect {
             FaultEffect::Firewall(x) => x
                 .capture(ctx)
                 .map(|r| r.map(|o| o.map(FaultEffect::Firewall)))
+                .boxed(),
+            FaultEffect::Dns(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Dns)))
                 .boxed(),
         }
     }

@@ -13,8 +13,8 @@ use super::firewall::{self, FirewallFault};
 use super::netns::NetnsRef;
 use super::target::{Target, TargetError};
 use crate::engine::{
-    EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta, FaultRecord,
-    Holds, Scope, TargetIdentity,
+    Durability, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta,
+    FaultRecord, Holds, Scope, TargetIdentity,
 };
 use crate::ns::NsId;
 use crate::process::ProcessIdentity;
@@ -133,6 +133,11 @@ impl crate::engine::Effect for QdiscFault {
 
     fn scope(&self) -> Scope {
         self.netns.scope()
+    }
+
+    /// Qdiscs / nftables objects die with the kernel (host namespace included).
+    fn durability(&self) -> Durability {
+        Durability::Boot
     }
 
     fn summary(&self) -> String {
@@ -618,6 +623,28 @@ mod tests {
         );
         assert_eq!(plans[1].device, "eth1");
         assert_eq!(plans[1].tree[0].handle, 0xFA01_0000);
+    }
+
+    #[test]
+    fn a_shifted_plan_moves_every_faultd_handle_and_class() {
+        let mut a = netem("100ms", "");
+        a.ipset = "set-a".into();
+        let p = &plan(&[netem("10ms", ""), a]).unwrap()[0];
+        assert_eq!(p.base(), 1);
+        let s = p.shifted(1).unwrap();
+        assert_eq!(s.base(), 2);
+        let got: Vec<(u32, u32)> = s.tree.iter().map(|q| (q.parent, q.handle)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (TC_H_ROOT, 0xFA02_0000),
+                (0xFA02_0000, 0xFA03_0000),
+                (0xFA03_0004, 0xFA04_0000),
+            ]
+        );
+        assert_eq!(s.classify[0].class, 0xFA03_0004);
+        // Past faultd's range: refused rather than wrapped.
+        assert!(p.shifted(0xFD).is_none());
     }
 
     #[test]

@@ -114,6 +114,12 @@ pub(crate) fn decode_one<T: DeserializeOwned>(buf: &[u8]) -> Result<(T, usize), 
     }
 }
 
+/// The total length of the record line at `buf[0]` if its framing and CRC check out (whether
+/// or not its payload decodes). Replay resynchronizes at such a line after a corrupt one.
+pub(crate) fn framed_len(buf: &[u8]) -> Option<usize> {
+    decode_framed(buf).ok().map(|(_, total)| total)
+}
+
 /// Validate framing and CRC; return the payload and the total line length.
 fn decode_framed(buf: &[u8]) -> Result<(&[u8], usize), BadRecord> {
     let mut cur = Cursor { buf, pos: 0 };

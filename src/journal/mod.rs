@@ -12,9 +12,10 @@
 //! * `journal.log` — the append-only record file (format below).
 //! * `journal.log.tmp` — transient file used by [`Journal::compact`]; never
 //!   authoritative, deleted on open if found.
-//! * `journal.log.corrupt-<offset>-<unix-secs>` — forensic copy of complete
-//!   lines that replay had to discard (see "Corruption policy"); written only
-//!   when something other than a torn final line is dropped. Never read back.
+//! * `journal.log.corrupt-<offset>-<unix-secs>` — forensic copy of one region
+//!   replay had to skip (see "Replay and corruption policy"), `<offset>` being
+//!   its byte offset in the file as found; written only for corruption, never
+//!   for a torn final line. Never read back.
 //!
 //! It does **not** know what a record means: it is generic over any
 //! `T: Serialize + DeserializeOwned`. Deciding which records are live, when to
@@ -51,14 +52,25 @@
 //! acknowledge the operation. If the process or machine dies earlier, the
 //! record is either fully present or forms a torn tail that replay drops.
 //!
-//! If the write fails the file is truncated back to the last good record. If
+//! [`Journal::append_unsynced`] writes the line without the `fdatasync`;
+//! [`Journal::has_unsynced`] says whether such bytes wait for the disk and
+//! [`Journal::sync`] flushes them (one `fdatasync`, none when nothing waits),
+//! for a background syncer. Any synced append also makes the earlier unsynced
+//! ones durable. [`JournalStats::syncs`] counts every `fdatasync` performed.
+//!
+//! If a write fails the file is truncated back to the last good record; if
 //! `fdatasync` fails the on-disk state of the record is unknown (and, on Linux,
-//! a retried fsync may falsely succeed), so the journal becomes *poisoned*:
-//! every later append fails with [`JournalError::Poisoned`] until a successful
-//! [`Journal::compact`] (which writes and fsyncs a brand new file) or a restart
-//! (which replays whatever reached the disk). A record whose append returned an
-//! error may therefore still show up on replay; the engine must tolerate that
-//! (it never acknowledged it, but e.g. a fault may have been half-applied).
+//! a retried fsync may falsely succeed). Either way the journal becomes
+//! *poisoned*: every later append or sync fails with
+//! [`JournalError::Poisoned`], which names the first failure, until a
+//! successful [`Journal::compact`] (which writes and fsyncs a brand new file)
+//! or a restart (which replays whatever reached the disk). A record whose append
+//! returned an error may therefore still show up on replay; the engine must
+//! tolerate that (it never acknowledged it, but e.g. a fault may have been
+//! half-applied).
+//!
+//! [`is_volatile_fs`] says whether a directory lives in memory (tmpfs, ramfs),
+//! where no `fdatasync` survives a reboot.
 //!
 //! [`Journal::compact`] writes `journal.log.tmp`, fsyncs it, renames it over
 //! `journal.log` and fsyncs the directory, so after a crash at any point the
@@ -66,26 +78,29 @@
 //!
 //! # Replay and corruption policy
 //!
-//! [`Journal::open`] reads the file front to back and stops at the first line
-//! that is incomplete, malformed, of unknown version, fails its CRC, or whose
-//! payload does not deserialize into `T`. That line **and everything after
-//! it** is dropped: a `tracing::warn!` names the byte offset and reason, and
-//! the file is truncated back to the end of the last good record (and synced)
-//! before any new append.
+//! [`Journal::open`] reads the file front to back. A line that is malformed,
+//! of unknown version, fails its CRC, or whose CRC-valid payload does not
+//! deserialize into `T` starts a *corrupt region*; replay resynchronizes at the
+//! next record whose framing and CRC check out (found by its magic, so a
+//! flipped newline costs only its own record) and keeps **every** later valid
+//! record. Each region is copied to `journal.log.corrupt-<offset>-<secs>`,
+//! logged with `tracing::error!` naming its byte range and reason, and returned
+//! in the [`Replay`] report ([`Journal::last_replay`]); the file is then
+//! rewritten atomically (as [`Journal::compact`] does) with the kept records
+//! only, byte for byte, so the same corruption is reported once.
 //!
-//! Why drop the records after a bad one rather than skip the hole? The
-//! journal is an ordered log: later records may update or cancel earlier ones
-//! (inject → recover). Replaying with a hole could produce a state that never
-//! existed (say, a recovery whose injection was lost, or vice versa), whereas
-//! a prefix is always a state the daemon really was in. And because appends
-//! are synchronous and a torn tail is truncated on open, in normal operation
-//! only the *last* line can ever be bad; anything else means media corruption
-//! or a foreign writer, for which no interpretation of the rest is
-//! trustworthy. Since that case (and a CRC-valid payload that no longer
-//! decodes, e.g. after an incompatible schema change of `T`) loses
-//! acknowledged records, the dropped bytes are first copied to a
-//! `journal.log.corrupt-*` file for manual recovery. A merely torn final line
-//! (no newline) is never copied: it was never acknowledged.
+//! An incomplete final line (no newline: an append cut short by a crash,
+//! never acknowledged) is the normal case, not corruption: it is truncated
+//! away silently (reported only as [`Replay::torn_tail`]) and never copied.
+//!
+//! Why keep the records after a hole? Every record is a complete snapshot of
+//! one item (the engine keeps the latest per fault id), so a hole can only
+//! (a) make an item replay an earlier snapshot of itself, which the engine must
+//! already tolerate (an unsynced later record may be lost), or (b) lose an item
+//! whose every record was in the hole. Dropping everything after the hole, as
+//! this journal once did, turned one flipped byte into (b) for every later item.
+//! Callers that care about (b) check [`Replay::is_corrupt`] and look for what
+//! the lost records described elsewhere (faultd scans the kernel for its marks).
 //!
 //! # Concurrency
 //!
@@ -95,8 +110,12 @@
 //! default), so spawned helper processes do not inherit the lock.
 
 mod format;
+mod replay;
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod tests;
+mod volatile;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -110,8 +129,10 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use format::EncodeError;
 pub use format::MAX_RECORD_LEN;
-use format::{BadRecord, EncodeError};
+pub use replay::{CorruptRange, Replay};
+pub use volatile::{fs_type, is_volatile_fs};
 
 /// Name of the lock file inside the state directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -153,13 +174,15 @@ pub enum JournalError {
         /// [`MAX_RECORD_LEN`].
         max: usize,
     },
-    /// An earlier `fdatasync` (or a failed-write rollback) failed, so the
-    /// file's contents are unknown; appends are refused until a successful
+    /// An earlier write or `fdatasync` failed, so what the disk holds is
+    /// unknown; appends and syncs are refused until a successful
     /// [`Journal::compact`] or a restart.
-    #[error("journal {} is poisoned by an earlier failed sync; compact or restart to recover", path.display())]
+    #[error("journal {} is poisoned since an earlier failure ({first}); compact or restart to recover", path.display())]
     Poisoned {
         /// Path of `journal.log`.
         path: PathBuf,
+        /// The first failure, e.g. `"fdatasync: Input/output error (os error 5)"`.
+        first: String,
     },
 }
 
@@ -212,19 +235,6 @@ impl CrashPoint {
     ];
 }
 
-/// What replay dropped when the journal was opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DroppedTail {
-    /// Byte offset of the first bad record (= new file length).
-    pub offset: u64,
-    /// Number of bytes removed from the end of the file.
-    pub bytes: u64,
-    /// Human-readable reason the record at `offset` was rejected.
-    pub reason: String,
-    /// Where the dropped bytes were preserved, if they held complete lines.
-    pub saved_to: Option<PathBuf>,
-}
-
 /// Counters for metrics export. Obtain with [`Journal::stats`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalStats {
@@ -232,16 +242,16 @@ pub struct JournalStats {
     pub records: usize,
     /// Current size of `journal.log` in bytes.
     pub bytes: u64,
-    /// Number of successful `fdatasync` calls made by appends.
+    /// Number of successful `fdatasync` calls (by synced appends and [`Journal::sync`]).
     pub syncs: u64,
-    /// Time spent in the most recent append's `fdatasync`.
+    /// Bytes written since the last successful `fdatasync`.
+    pub unsynced_bytes: u64,
+    /// Time spent in the most recent `fdatasync`.
     pub last_sync: Duration,
-    /// Total time spent in append `fdatasync` calls.
+    /// Total time spent in `fdatasync` calls.
     pub total_sync: Duration,
     /// Wall time [`Journal::open`] spent reading and decoding the file.
     pub replay_time: Duration,
-    /// What replay dropped, if anything.
-    pub dropped_on_open: Option<DroppedTail>,
 }
 
 /// An open, exclusively locked journal of records of type `T`.
@@ -256,7 +266,15 @@ pub struct Journal<T> {
     /// Length of the valid prefix of `file` (= file length unless poisoned).
     end: u64,
     records: usize,
-    poisoned: bool,
+    /// The first failed write or sync, once there was one (see [`JournalError::Poisoned`]).
+    poisoned: Option<String>,
+    /// Bytes written since the last successful `fdatasync`.
+    unsynced: u64,
+    /// Test hook: the next `fdatasync` fails with this errno instead of running.
+    fail_next_sync: Option<Errno>,
+    /// Test hook: the next write writes half its bytes, then fails with this errno.
+    fail_next_write: Option<Errno>,
+    replay: Replay,
     stats: JournalStats,
     /// Exclusive flock on `dir/LOCK`; released on drop.
     _lock: Flock<File>,
@@ -266,8 +284,9 @@ pub struct Journal<T> {
 impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// Open (creating if needed) the journal in `dir`, lock it, and replay it.
     ///
-    /// Returns the journal and every valid record in append order. A torn or
-    /// corrupt tail is dropped and truncated away (see module docs). Fails
+    /// Returns the journal and every valid record in append order. A torn
+    /// final line is truncated away; corrupt regions are skipped, copied and
+    /// reported in [`Journal::last_replay`] (see module docs). Fails
     /// with [`JournalError::Locked`] if another `Journal` — in this or any
     /// other process — has `dir` open.
     pub fn open(dir: &Path) -> Result<(Journal<T>, Vec<T>), JournalError> {
@@ -306,54 +325,85 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let started = Instant::now();
         let mut buf = Vec::new();
         file.read_to_end(&mut buf).map_err(io_err("read", &path))?;
-        let (records, good_end, bad) = replay::<T>(&buf);
+        let scan = replay::scan::<T>(&buf);
         let replay_time = started.elapsed();
-
-        let mut dropped_on_open = None;
-        if let Some(reason) = bad {
-            let tail = &buf[good_end..];
-            // Preserve complete lines (acknowledged data) before destroying
-            // them; a lone newline-free torn line was never acknowledged.
-            let saved_to = if tail.contains(&b'\n') {
-                Some(save_dropped(dir, good_end as u64, tail)?)
-            } else {
-                None
-            };
-            tracing::warn!(
+        let mut report = Replay {
+            records: scan.records.len(),
+            file_len: buf.len() as u64,
+            corrupt: Vec::new(),
+            torn_tail: scan.torn.is_some(),
+            torn_tail_bytes: scan.torn.as_ref().map_or(0, |t| t.len() as u64),
+        };
+        let mut end = buf.len() as u64;
+        if !scan.corrupt.is_empty() {
+            let secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for (range, reason) in &scan.corrupt {
+                let saved = replay::save_region(dir, range.start, secs, &buf[range.clone()])?;
+                tracing::error!(
+                    path = %path.display(),
+                    offset = range.start,
+                    end = range.end,
+                    bytes = range.len(),
+                    saved_to = %saved.display(),
+                    "journal: skipped corrupt bytes {}..{} of {JOURNAL_FILE}: {reason}; kept every valid record after them",
+                    range.start,
+                    range.end
+                );
+                report.corrupt.push(CorruptRange {
+                    offset: range.start as u64,
+                    len: range.len() as u64,
+                    lines: buf[range.clone()]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        .max(1) as u64,
+                    reason: reason.clone(),
+                    saved_to: Some(saved),
+                });
+            }
+            sync_dir(dir)?;
+            // Rewrite the file with the kept records, byte for byte, so later appends do not
+            // follow garbage and the corruption is reported once.
+            let mut kept = Vec::with_capacity(buf.len());
+            for r in &scan.kept {
+                kept.extend_from_slice(&buf[r.clone()]);
+            }
+            file = replace_file(dir, &path, &kept)?;
+            end = kept.len() as u64;
+        } else if let Some(torn) = &scan.torn {
+            tracing::info!(
                 path = %path.display(),
-                offset = good_end,
-                dropped_bytes = tail.len(),
-                kept_records = records.len(),
-                saved_to = ?saved_to,
-                "journal: dropping bad record at byte offset {good_end} and everything after it: {reason}"
+                offset = torn.start,
+                bytes = torn.len(),
+                "journal: dropping the incomplete final line of an append cut short by a crash"
             );
-            file.set_len(good_end as u64)
+            file.set_len(torn.start as u64)
                 .map_err(io_err("truncate", &path))?;
             file.sync_all().map_err(io_err("fsync", &path))?;
-            dropped_on_open = Some(DroppedTail {
-                offset: good_end as u64,
-                bytes: tail.len() as u64,
-                reason: reason.to_string(),
-                saved_to,
-            });
+            end = torn.start as u64;
         }
 
         let journal = Journal {
             dir: dir.to_owned(),
             path,
             file,
-            end: good_end as u64,
-            records: records.len(),
-            poisoned: false,
+            end,
+            records: scan.records.len(),
+            poisoned: None,
+            unsynced: 0,
+            fail_next_sync: None,
+            fail_next_write: None,
+            replay: report,
             stats: JournalStats {
                 replay_time,
-                dropped_on_open,
                 ..JournalStats::default()
             },
             _lock: lock,
             _marker: PhantomData,
         };
-        Ok((journal, records))
+        Ok((journal, scan.records))
     }
 
     /// Durably append one record: one write of the full line, then
@@ -379,35 +429,67 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 
     fn write_many(&mut self, recs: &[T], sync: bool) -> Result<(), JournalError> {
-        if self.poisoned {
-            return Err(JournalError::Poisoned {
-                path: self.path.clone(),
-            });
-        }
+        self.check_poisoned()?;
         if recs.is_empty() {
             return Ok(());
         }
         let buf = encode_all(recs)?;
 
-        if let Err(e) = self.file.write_all(&buf) {
-            // Roll back a partial write so later appends don't land behind
-            // garbage that replay would stop at.
-            if self.file.set_len(self.end).is_err() {
-                self.poisoned = true;
-            }
+        let written = match self.fail_next_write.take() {
+            Some(errno) => self
+                .file
+                .write_all(&buf[..buf.len() / 2])
+                .and(Err(io::Error::from(errno))),
+            None => self.file.write_all(&buf),
+        };
+        if let Err(e) = written {
+            // Roll back a partial write so later appends don't land behind garbage; whether or
+            // not that worked, what reached the disk is unknown until a compaction or restart.
+            let rollback = match self.file.set_len(self.end) {
+                Ok(()) => String::new(),
+                Err(t) => format!(" (and truncating back failed: {t})"),
+            };
+            self.poison(format!("write: {e}{rollback}"));
             return Err(io_err("write", &self.path)(e));
         }
         self.end += buf.len() as u64;
         self.records += recs.len();
-        if !sync {
+        self.unsynced += buf.len() as u64;
+        if sync {
+            self.fdatasync()?;
+        }
+        Ok(())
+    }
+
+    /// Whether appends wait for an `fdatasync` ([`Journal::append_unsynced`]). Cheap: no
+    /// system call.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced > 0
+    }
+
+    /// Makes every earlier append durable: one `fdatasync` if any bytes wait for it, nothing
+    /// otherwise. Fails with [`JournalError::Poisoned`] after an earlier failure; a failing
+    /// `fdatasync` poisons the journal.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.check_poisoned()?;
+        if self.unsynced == 0 {
             return Ok(());
         }
+        self.fdatasync()
+    }
+
+    fn fdatasync(&mut self) -> Result<(), JournalError> {
         let started = Instant::now();
-        if let Err(e) = self.file.sync_data() {
-            self.poisoned = true;
+        let r = match self.fail_next_sync.take() {
+            Some(errno) => Err(io::Error::from(errno)),
+            None => self.file.sync_data(),
+        };
+        if let Err(e) = r {
+            self.poison(format!("fdatasync: {e}"));
             return Err(io_err("fdatasync", &self.path)(e));
         }
         let took = started.elapsed();
+        self.unsynced = 0;
         self.stats.syncs += 1;
         self.stats.last_sync = took;
         self.stats.total_sync += took;
@@ -480,11 +562,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         self.file = new;
         self.end = buf.len() as u64;
         self.records = live.len();
+        self.unsynced = 0;
         // Until the rename is durable, appends to the new file could vanish
         // with it on a crash, so a failed directory sync poisons.
-        self.poisoned = true;
-        sync_dir(&self.dir)?;
-        self.poisoned = false;
+        if let Err(e) = sync_dir(&self.dir) {
+            self.poisoned = Some(format!("{e}"));
+            return Err(e);
+        }
+        self.poisoned = None;
         Ok(())
     }
 }
@@ -521,9 +606,60 @@ impl<T> Journal<T> {
         JournalStats {
             records: self.records,
             bytes: self.end,
+            unsynced_bytes: self.unsynced,
             ..self.stats.clone()
         }
     }
+
+    /// What replay found when this journal was opened (corrupt regions skipped, torn tail).
+    pub fn last_replay(&self) -> &Replay {
+        &self.replay
+    }
+
+    /// The first failed write or sync, if the journal is poisoned.
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Test hook: the next `fdatasync` (by a synced append or [`Journal::sync`]) fails with
+    /// `errno` instead of running, as a failing disk would make it. Not part of the supported
+    /// API.
+    #[doc(hidden)]
+    pub fn inject_sync_failure(&mut self, errno: Errno) {
+        self.fail_next_sync = Some(errno);
+    }
+
+    /// Test hook: the next append writes half of its bytes and then fails with `errno`, as a
+    /// full disk would make it. Not part of the supported API.
+    #[doc(hidden)]
+    pub fn inject_write_failure(&mut self, errno: Errno) {
+        self.fail_next_write = Some(errno);
+    }
+
+    fn check_poisoned(&self) -> Result<(), JournalError> {
+        match &self.poisoned {
+            Some(first) => Err(JournalError::Poisoned {
+                path: self.path.clone(),
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first failure; later ones do not overwrite it.
+    fn poison(&mut self, what: String) {
+        if self.poisoned.is_none() {
+            tracing::error!(path = %self.path.display(), failure = %what, "journal poisoned: appends are refused until a compaction or restart");
+            self.poisoned = Some(what);
+        }
+    }
+}
+
+/// Reads the valid records of a journal file without locking or repairing it: for looking at
+/// the journal another live process holds (doctor: faults of other daemons on the node).
+/// Unreadable records and a torn final line are skipped silently.
+pub fn peek<T: DeserializeOwned>(path: &Path) -> io::Result<Vec<T>> {
+    Ok(replay::scan::<T>(&fs::read(path)?).records)
 }
 
 fn encode_all<T: Serialize>(recs: &[T]) -> Result<Vec<u8>, JournalError> {
@@ -532,25 +668,6 @@ fn encode_all<T: Serialize>(recs: &[T]) -> Result<Vec<u8>, JournalError> {
         format::encode_into(&mut buf, r)?;
     }
     Ok(buf)
-}
-
-/// Decode the longest valid prefix of `buf`.
-///
-/// Returns the records, the byte length of the valid prefix, and why the
-/// record at that offset was rejected (`None` if the whole buffer is valid).
-fn replay<T: DeserializeOwned>(buf: &[u8]) -> (Vec<T>, usize, Option<BadRecord>) {
-    let mut records = Vec::new();
-    let mut off = 0;
-    while off < buf.len() {
-        match format::decode_one::<T>(&buf[off..]) {
-            Ok((rec, n)) => {
-                records.push(rec);
-                off += n;
-            }
-            Err(bad) => return (records, off, Some(bad)),
-        }
-    }
-    (records, off, None)
 }
 
 /// Take the exclusive non-blocking flock on `dir/LOCK` and record our pid.
@@ -588,17 +705,23 @@ fn lock_dir(dir: &Path) -> Result<Flock<File>, JournalError> {
     Ok(lock)
 }
 
-/// Copy bytes that replay is about to discard to a side file, durably.
-fn save_dropped(dir: &Path, offset: u64, tail: &[u8]) -> Result<PathBuf, JournalError> {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let path = dir.join(format!("{JOURNAL_FILE}.corrupt-{offset}-{secs}"));
-    let mut f = File::create(&path).map_err(io_err("create", &path))?;
-    f.write_all(tail).map_err(io_err("write", &path))?;
-    f.sync_all().map_err(io_err("fsync", &path))?;
+/// Atomically replaces `path` with `bytes` (tmp file, fsync, rename, directory fsync) and
+/// returns the new file opened for appending.
+fn replace_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<File, JournalError> {
+    let tmp = dir.join(TMP_FILE);
+    let mut new = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .truncate(false)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
+    new.set_len(0).map_err(io_err("truncate", &tmp))?;
+    new.write_all(bytes).map_err(io_err("write", &tmp))?;
+    new.sync_all().map_err(io_err("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("rename over journal", &tmp))?;
     sync_dir(dir)?;
-    Ok(path)
+    Ok(new)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {

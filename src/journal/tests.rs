@@ -70,6 +70,15 @@ impl Rng {
     }
 }
 
+/// The journal lines of `records`.
+fn encode(records: &[Rec]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        format::encode_into(&mut out, r).unwrap();
+    }
+    out
+}
+
 fn corrupt_files(dir: &Path) -> Vec<std::path::PathBuf> {
     fs::read_dir(dir)
         .unwrap()
@@ -101,7 +110,8 @@ fn journal_round_trip() {
     assert_eq!(st.bytes, fs::metadata(j.path()).unwrap().len());
     assert!(st.total_sync >= st.last_sync);
     assert_eq!(j.last_sync(), st.last_sync);
-    assert!(st.dropped_on_open.is_none());
+    assert_eq!(st.unsynced_bytes, 0);
+    assert_eq!(*j.last_replay(), Replay::default());
     drop(j);
 
     let text = fs::read_to_string(dir.join(JOURNAL_FILE)).unwrap();
@@ -111,7 +121,8 @@ fn journal_round_trip() {
     let (j, replayed) = open(&dir);
     assert_eq!(replayed, recs(0..6));
     assert_eq!(j.len(), 6);
-    assert!(j.stats().dropped_on_open.is_none());
+    assert!(!j.last_replay().is_corrupt() && !j.last_replay().torn_tail);
+    assert_eq!(j.last_replay().records, 6);
     let pid = fs::read_to_string(dir.join(LOCK_FILE)).unwrap();
     assert_eq!(pid, format!("{}\n", std::process::id()));
 }
@@ -169,14 +180,16 @@ fn journal_torn_write_replay_every_offset() {
         assert_eq!(replayed, recs(0..expect_n), "cut at {cut}");
         assert_eq!(j.len() as u64, expect_n);
 
-        let dropped = j.stats().dropped_on_open;
+        let replay = j.last_replay().clone();
+        assert!(
+            !replay.is_corrupt(),
+            "cut at {cut}: a torn line is silent: {replay:?}"
+        );
         if cut == last_start || cut == full.len() {
-            assert!(dropped.is_none(), "cut at {cut}: {dropped:?}");
+            assert!(!replay.torn_tail, "cut at {cut}: {replay:?}");
         } else {
-            let dropped = dropped.expect("tail dropped");
-            assert_eq!(dropped.offset, last_start as u64);
-            assert_eq!(dropped.bytes, (cut - last_start) as u64);
-            assert!(dropped.saved_to.is_none(), "torn line is not preserved");
+            assert!(replay.torn_tail, "cut at {cut}");
+            assert_eq!(replay.torn_tail_bytes, (cut - last_start) as u64);
         }
         // Truncated back to the last good record before any append.
         let good = if cut == full.len() {
@@ -211,10 +224,14 @@ fn journal_corrupt_byte_in_last_record_is_dropped() {
     let d = dir_with_file(&bad);
     let (mut j, replayed) = open(d.path());
     assert_eq!(replayed, recs(0..4));
-    let dropped = j.stats().dropped_on_open.unwrap();
+    let replay = j.last_replay().clone();
+    assert_eq!(replay.corrupt.len(), 1, "{replay:?}");
+    let dropped = &replay.corrupt[0];
     assert_eq!(dropped.offset, last_start as u64);
+    assert_eq!(dropped.end(), full.len() as u64);
+    assert!(!replay.torn_tail);
     // A complete (acknowledged) line was dropped: preserved for forensics.
-    let saved = dropped.saved_to.expect("saved");
+    let saved = dropped.saved_to.clone().expect("saved");
     assert_eq!(fs::read(saved).unwrap(), &bad[last_start..]);
     j.append(&rec(9)).unwrap();
     drop(j);
@@ -224,7 +241,7 @@ fn journal_corrupt_byte_in_last_record_is_dropped() {
 }
 
 #[test]
-fn journal_corrupt_middle_record_drops_it_and_later() {
+fn journal_corrupt_middle_record_costs_only_that_record() {
     let src = tempfile::tempdir().unwrap();
     let full = write_journal(src.path(), &recs(0..7));
     let starts: Vec<usize> = std::iter::once(0)
@@ -236,19 +253,42 @@ fn journal_corrupt_middle_record_drops_it_and_later() {
         )
         .collect();
     for victim in 0..7 {
-        // Corrupt each byte position class: header, payload, newline.
+        // Corrupt each byte position class: magic, version, length, payload, newline.
         let (s, e) = (starts[victim], starts[victim + 1]);
         for pos in [s, s + 2, s + 4, (s + e) / 2, e - 2, e - 1] {
             let mut bad = full.clone();
             bad[pos] = bad[pos].wrapping_add(1);
             let d = dir_with_file(&bad);
             let (j, replayed) = open(d.path());
+            let want: Vec<Rec> = recs(0..7)
+                .into_iter()
+                .filter(|r| r.seq != victim as u64)
+                .collect();
+            assert_eq!(replayed, want, "victim {victim} pos {pos}");
+            let replay = j.last_replay().clone();
+            if victim == 6 && pos == e - 1 {
+                // The last line lost its newline: indistinguishable from a torn append.
+                assert!(replay.torn_tail && !replay.is_corrupt(), "{replay:?}");
+            } else {
+                assert_eq!(
+                    replay.corrupt.len(),
+                    1,
+                    "victim {victim} pos {pos}: {replay:?}"
+                );
+                assert_eq!(
+                    (replay.corrupt[0].offset, replay.corrupt[0].len),
+                    (s as u64, (e - s) as u64)
+                );
+                assert!(!replay.torn_tail);
+            }
+            // The file now holds exactly the kept records.
+            let mut kept = full[..s].to_vec();
+            kept.extend_from_slice(&full[e..]);
             assert_eq!(
-                replayed,
-                recs(0..victim as u64),
+                fs::read(j.path()).unwrap(),
+                kept,
                 "victim {victim} pos {pos}"
             );
-            assert_eq!(fs::metadata(j.path()).unwrap().len(), s as u64);
         }
     }
 }
@@ -272,7 +312,7 @@ fn journal_bad_json_and_unknown_version_are_dropped() {
     let d = dir_with_file(&bad_json);
     let (j, replayed) = open(d.path());
     assert_eq!(replayed, recs(0..3));
-    let reason = j.stats().dropped_on_open.unwrap().reason;
+    let reason = &j.last_replay().corrupt[0].reason;
     assert!(reason.contains("does not decode"), "{reason}");
 
     // Unknown version with otherwise valid framing.
@@ -283,10 +323,18 @@ fn journal_bad_json_and_unknown_version_are_dropped() {
     ));
     let d = dir_with_file(&full);
     let (j, replayed) = open(d.path());
-    assert_eq!(replayed, recs(0..3));
-    let reason = j.stats().dropped_on_open.unwrap().reason;
+    // The valid record after the unknown one is kept.
+    assert_eq!(replayed, recs(0..4));
+    let replay = j.last_replay();
+    assert_eq!(replay.corrupt.len(), 1, "{replay:?}");
+    let reason = &replay.corrupt[0].reason;
     assert!(reason.contains("unknown record version 2"), "{reason}");
-    assert_eq!(fs::metadata(j.path()).unwrap().len(), good_len as u64);
+    assert_eq!(replay.corrupt[0].offset, good_len as u64);
+    assert_eq!(replay.corrupt[0].len, line.len() as u64);
+    assert_eq!(
+        fs::metadata(j.path()).unwrap().len(),
+        (full.len() - line.len()) as u64
+    );
 }
 
 #[test]
@@ -294,7 +342,7 @@ fn journal_garbage_empty_and_random_inputs_never_panic() {
     // Empty file and an all-valid file: nothing dropped.
     let d = dir_with_file(b"");
     let (j, replayed) = open(d.path());
-    assert!(replayed.is_empty() && j.stats().dropped_on_open.is_none());
+    assert!(replayed.is_empty() && *j.last_replay() == Replay::default());
     drop(j);
 
     for garbage in [
@@ -359,11 +407,20 @@ fn journal_garbage_empty_and_random_inputs_never_panic() {
         };
         let d = dir_with_file(&bytes);
         let (mut j, replayed) = open(d.path());
-        // Whatever comes back is a prefix of what was ever validly written.
+        // Whatever comes back was validly written, in the order it was written.
         let all = recs(0..8);
+        let mut rest = all.iter();
         assert!(
-            replayed.len() <= all.len() && replayed[..] == all[..replayed.len()],
+            replayed.iter().all(|r| rest.any(|a| a == r)),
             "case {case}: {replayed:?}"
+        );
+        let replay = j.last_replay();
+        assert_eq!(replay.records, replayed.len());
+        // The file kept exactly the valid records.
+        assert_eq!(
+            fs::metadata(j.path()).unwrap().len(),
+            encode(&replayed).len() as u64,
+            "case {case}"
         );
         // Replay is idempotent and appends work afterwards.
         j.append(&rec(50)).unwrap();
@@ -425,7 +482,7 @@ fn journal_compact_crash_at_every_point() {
             !d.path().join(TMP_FILE).exists(),
             "{at:?}: stale tmp removed"
         );
-        assert!(j.stats().dropped_on_open.is_none(), "{at:?}");
+        assert!(!j.last_replay().is_corrupt(), "{at:?}");
 
         // The recovered journal is fully usable, including a real compaction.
         j.append(&rec(77)).unwrap();
@@ -632,10 +689,11 @@ fn journal_poisoned_refuses_appends_until_compact() {
     let (mut j, _) = open(d.path());
     j.append_many(&recs(0..3)).unwrap();
     // Simulate a failed fdatasync (cannot be provoked portably in a test).
-    j.poisoned = true;
+    j.poisoned = Some("fdatasync: simulated".into());
     let err = j.append(&rec(3)).unwrap_err();
     assert!(matches!(err, JournalError::Poisoned { .. }), "{err:?}");
     assert!(err.to_string().contains("poisoned"));
+    assert!(err.to_string().contains("fdatasync: simulated"), "{err}");
     assert_eq!(j.len(), 3);
     // A successful compaction writes and syncs a fresh file: usable again.
     j.compact(&recs(0..3)).unwrap();

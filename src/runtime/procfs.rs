@@ -5,26 +5,30 @@ use std::collections::HashSet;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
-use crate::process::{parse_ppid, parse_start_ticks, pids_in, ProcessError, ProcessIdentity};
+use ::procfs::ProcessCGroup;
+
+use crate::process::{pids_in, stat_in, ProcessError, ProcessIdentity};
 
 /// Cgroup directory name prefixes runtimes put in front of a container id (systemd scopes and
 /// cgroupfs leaves). `crio-conmon-<id>` (CRI-O's monitor) deliberately does not match.
 const CGROUP_NAME_PREFIXES: &[&str] = &["cri-containerd-", "docker-", "crio-", "libpod-"];
 
-/// True when one cgroup path component of a `/proc/<pid>/cgroup` file names container `id`:
-/// `…/k8s.io/<id>`, `…/<id>`, `cri-containerd-<id>.scope`, `docker-<id>.scope`,
-/// `crio-<id>.scope`, `crio-<id>`.
-pub(super) fn cgroup_file_names(content: &str, id: &str) -> bool {
-    if id.is_empty() {
-        return false;
-    }
-    content.lines().any(|line| {
-        // "hierarchy-id:controllers:path"; the path may itself contain ':'.
-        let Some(path) = line.splitn(3, ':').nth(2) else {
-            return false;
-        };
-        path.split('/').any(|c| component_names(c, id))
-    })
+/// True when one cgroup path component of a `/proc/<pid>/cgroup` file (as `procfs` parsed it)
+/// names container `id`: `…/k8s.io/<id>`, `…/<id>`, `cri-containerd-<id>.scope`,
+/// `docker-<id>.scope`, `crio-<id>.scope`, `crio-<id>`.
+pub(super) fn cgroups_name(cgroups: &[ProcessCGroup], id: &str) -> bool {
+    !id.is_empty()
+        && cgroups
+            .iter()
+            .any(|cg| cg.pathname.split('/').any(|c| component_names(c, id)))
+}
+
+/// `<proc_root>/<pid>/cgroup`, parsed by `procfs`.
+fn cgroups_of(proc_root: &Path, pid: u32) -> Option<Vec<ProcessCGroup>> {
+    ::procfs::process::Process::new_with_root(proc_root.join(pid.to_string()))
+        .and_then(|p| p.cgroups())
+        .ok()
+        .map(|c| c.0)
 }
 
 fn component_names(c: &str, id: &str) -> bool {
@@ -39,8 +43,7 @@ fn component_names(c: &str, id: &str) -> bool {
 
 /// True when process `pid` (as seen under `proc_root`) lives in a cgroup that names `id`.
 pub(super) fn pid_in_container(proc_root: &Path, pid: u32, id: &str) -> bool {
-    std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
-        .is_ok_and(|c| cgroup_file_names(&c, id))
+    cgroups_of(proc_root, pid).is_some_and(|c| cgroups_name(&c, id))
 }
 
 /// Scans `proc_root` for the init process of container `id`: among the processes whose cgroup
@@ -50,20 +53,13 @@ pub(super) fn find_container_init(proc_root: &Path, id: &str) -> Option<ProcessI
     // (pid, ppid, start_ticks) of every process in the container's cgroup.
     let mut members: Vec<(u32, u32, u64)> = Vec::new();
     for pid in pids_in(proc_root) {
-        let dir = proc_root.join(pid.to_string());
-        let Ok(cg) = std::fs::read_to_string(dir.join("cgroup")) else {
-            continue;
-        };
-        if !cgroup_file_names(&cg, id) {
+        if !cgroups_of(proc_root, pid).is_some_and(|c| cgroups_name(&c, id)) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+        let Ok(stat) = stat_in(proc_root, pid) else {
             continue;
         };
-        let (Some(ppid), Ok(ticks)) = (parse_ppid(&stat), parse_start_ticks(&stat)) else {
-            continue;
-        };
-        members.push((pid, ppid, ticks));
+        members.push((pid, stat.ppid, stat.start_ticks));
     }
     let in_cgroup: HashSet<u32> = members.iter().map(|m| m.0).collect();
     let (pid, _, ticks) = members
@@ -159,21 +155,25 @@ pub(crate) mod fake {
     pub const BTIME: u64 = 1_700_000_000;
 
     pub fn init(root: &Path) {
-        std::fs::write(root.join("stat"), format!("cpu 1 2 3\nbtime {BTIME}\n")).unwrap();
+        std::fs::write(
+            root.join("stat"),
+            format!("cpu  1 2 3 4\ncpu0 1 2 3 4\nctxt 5\nbtime {BTIME}\nprocesses 6\n"),
+        )
+        .unwrap();
     }
 
     /// Writes (or rewrites) a process entry.
     pub fn process(root: &Path, pid: u32, ppid: u32, start_ticks: u64, cgroup: &str) {
         let dir = root.join(pid.to_string());
         std::fs::create_dir_all(&dir).unwrap();
-        // Fields after the comm: state(3) ppid(4) … starttime(22).
+        // Fields after the comm: state(3) ppid(4) … starttime(22) … exit_code(52).
         let mut fields = vec!["S".to_string(), ppid.to_string()];
         fields.extend((5..22).map(|_| "0".to_string()));
         fields.push(start_ticks.to_string());
-        fields.extend(["1000", "10"].map(String::from));
+        fields.extend((23..=52).map(|_| "0".to_string()));
         std::fs::write(
             dir.join("stat"),
-            format!("{pid} (we ird) {}\n", fields.join(" ")),
+            format!("{pid} (we) ird) {}\n", fields.join(" ")),
         )
         .unwrap();
         std::fs::write(dir.join("cgroup"), cgroup).unwrap();
@@ -195,6 +195,13 @@ mod tests {
     use super::*;
 
     const ID: &str = "4c8a3a7b2f0e9d1c6b5a4e3f2d1c0b9a8f7e6d5c4b3a29180716253443526170";
+
+    /// Whether a `/proc/<pid>/cgroup` text names `id` (parsed by `procfs`; unparsable: no).
+    fn cgroup_file_names(text: &str, id: &str) -> bool {
+        use ::procfs::FromBufRead;
+        ::procfs::ProcessCGroups::from_buf_read(text.as_bytes())
+            .is_ok_and(|c| cgroups_name(&c.0, id))
+    }
 
     #[test]
     fn cgroup_layouts() {
@@ -227,9 +234,12 @@ mod tests {
 
     #[test]
     fn ppid_with_hostile_comm() {
-        assert_eq!(parse_ppid("7 (a) b) S 42 7 7 0"), Some(42));
-        assert_eq!(parse_ppid("7 (a) S"), None);
-        assert_eq!(parse_ppid(""), None);
+        // The fake's command name is `we) ird`.
+        let tmp = tempfile::tempdir().unwrap();
+        init(tmp.path());
+        process(tmp.path(), 7, 42, 5, "0::/\n");
+        assert_eq!(stat_in(tmp.path(), 7).unwrap().ppid, 42);
+        assert!(stat_in(tmp.path(), 8).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::call::handle;
 use super::{decode, status};
-use crate::faults::{firewall, qdisc, stress};
+use crate::faults::{dns, firewall, qdisc, stress};
 use crate::proto::pb;
 use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 use crate::state::DaemonState;
@@ -60,7 +60,6 @@ impl ChaosDaemon for ChaosDaemonService {
         apply_http_chaos(pb::ApplyHttpChaosRequest) -> pb::ApplyHttpChaosResponse, "ApplyHttpChaos", "HTTPChaos";
         apply_block_chaos(pb::ApplyBlockChaosRequest) -> pb::ApplyBlockChaosResponse, "ApplyBlockChaos", "BlockChaos";
         recover_block_chaos(pb::RecoverBlockChaosRequest) -> Empty, "RecoverBlockChaos", "BlockChaos";
-        set_dns_server(pb::SetDnsServerRequest) -> Empty, "SetDNSServer", "DNSChaos";
         install_jvm_rules(pb::InstallJvmRulesRequest) -> Empty, "InstallJVMRules", "JVMChaos";
         uninstall_jvm_rules(pb::UninstallJvmRulesRequest) -> Empty, "UninstallJVMRules", "JVMChaos";
     }
@@ -129,6 +128,36 @@ impl ChaosDaemon for ChaosDaemonService {
                     .await
                     .map(|_| ())
                     .map_err(status::of)
+            },
+        )
+        .await
+    }
+
+    async fn set_dns_server(
+        &self,
+        req: Request<pb::SetDnsServerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let st = self.state.clone();
+        handle(
+            &self.state,
+            SERVICE,
+            "SetDNSServer",
+            req,
+            |r| r.container_id.clone(),
+            |ctx, r| async move {
+                let target = decode::target(&r.container_id, "", 0);
+                let meta = decode::meta(&ctx, &target, None)?;
+                dns::set_dns_server(
+                    &st.engine,
+                    &st.runtimes,
+                    &target,
+                    &r.dns_server,
+                    r.enable,
+                    &meta,
+                )
+                .await
+                .map(|_| ())
+                .map_err(status::of)
             },
         )
         .await

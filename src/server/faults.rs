@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::call::{handle, CallContext};
 use super::{decode, status};
 use crate::engine::{EndReason, FaultRecord, Phase};
-use crate::faults::{qdisc, stress, FaultEffect};
+use crate::faults::{dns, qdisc, stress, FaultEffect};
 use crate::proto::faultd::v1 as api;
 use crate::state::DaemonState;
 
@@ -136,6 +136,7 @@ impl api::faults_server::Faults for FaultdService {
         handle(&self.state, FAULTS, "ApplyFault", req, |r| match &r.fault {
             Some(api::apply_fault_request::Fault::SetTcs(t)) => t.container_id.clone(),
             Some(api::apply_fault_request::Fault::ExecStressors(s)) => s.target.clone(),
+            Some(api::apply_fault_request::Fault::SetDnsServer(d)) => d.container_id.clone(),
             None => String::new(),
         }, |ctx, r| async move {
             let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
@@ -166,7 +167,21 @@ impl api::faults_server::Faults for FaultdService {
                         .await
                         .map_err(status::of)?
                 }
-                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs or exec_stressors)")),
+                Some(api::apply_fault_request::Fault::SetDnsServer(req)) => {
+                    if !req.enable {
+                        return Err(Status::invalid_argument(
+                            "set_dns_server needs enable = true (use RevokeFault to end it)",
+                        ));
+                    }
+                    let target = decode::target(&req.container_id, "", r.target_pid);
+                    let meta = decode::meta(&ctx, &target, ttl)?;
+                    dns::set_dns_server(&st.engine, &st.runtimes, &target, &req.dns_server, true, &meta)
+                        .await
+                        .map_err(status::of)?
+                        .into_iter()
+                        .collect()
+                }
+                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors or set_dns_server)")),
             };
             recs.first()
                 .map(fault_to_api)

@@ -67,7 +67,7 @@ pub struct Qdisc {
     /// [`TC_H_ROOT`] or the parent class.
     pub parent: u32,
     /// Raw `TCA_OPTIONS` payload; `None` when the qdisc has no options attribute.
-    #[serde(with = "hex_bytes")]
+    #[serde(with = "crate::hex::opt")]
     pub options: Option<Vec<u8>>,
 }
 
@@ -391,44 +391,6 @@ pub fn restore_root_qdisc(sock: &mut RouteSocket, ifindex: u32, saved: &Qdisc) -
             apply_qdisc(sock, ifindex, &wanted, AddMode::Exclusive)
         }
         _ => apply_qdisc(sock, ifindex, &wanted, AddMode::Replace),
-    }
-}
-
-/// `Option<Vec<u8>>` as a lowercase hex string (or null), so journal records stay readable.
-mod hex_bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => {
-                // One allocation: tbf options carry 1 KiB rate tables, and this runs on every
-                // journal write of a qdisc fault.
-                const DIGITS: &[u8; 16] = b"0123456789abcdef";
-                let mut hex = String::with_capacity(b.len() * 2);
-                for x in b {
-                    hex.push(DIGITS[usize::from(x >> 4)] as char);
-                    hex.push(DIGITS[usize::from(x & 0xf)] as char);
-                }
-                s.serialize_some(&hex)
-            }
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        let Some(s) = Option::<String>::deserialize(d)? else {
-            return Ok(None);
-        };
-        if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(serde::de::Error::custom(
-                "expected an even number of hex digits",
-            ));
-        }
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(serde::de::Error::custom))
-            .collect::<Result<Vec<u8>, _>>()
-            .map(Some)
     }
 }
 

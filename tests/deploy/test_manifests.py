@@ -38,7 +38,8 @@ CHAOS_MESH_ARGS = [
 ]
 # The capabilities faultd is granted instead of `privileged`, each explained in
 # deploy/base/daemonset.yaml and deploy/README.md.
-CAPABILITIES = {"NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_CHROOT", "KILL", "SYS_RESOURCE"}
+CAPABILITIES = {"NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_CHROOT", "KILL", "SYS_RESOURCE",
+                "SETPCAP"}
 SECRET_NAMES = {"default": "faultd-certs", "chaos-mesh": "chaos-mesh-daemon-certs",
                 "cert-manager": "chaos-mesh-daemon-certs"}
 NAMESPACES = {"default": "faultd", "chaos-mesh": "chaos-mesh", "cert-manager": "chaos-mesh"}

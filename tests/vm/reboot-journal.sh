@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Reboot scenario (VM tier; run by tests/run-all.sh twice on one fresh persistent disk mounted at
 # /var/lib/faultd). Boot 1: faultd applies two netem faults (one in a pod-like netns, one on the
-# host side of its veth, i.e. host-scoped), then the VM is hard-reset. Boot 2: a new faultd on the
-# same state dir must reconcile the journal before serving: both faults recorded as ended by the
-# reboot, doctor finds no residue, and the metrics say why each fault ended.
+# host side of its veth, i.e. host-scoped, over a configured htb root it captures as prior
+# state), then the VM is hard-reset. Boot 2: the host veth comes back with another root (this
+# boot's configuration); a new faultd on the same state dir must reconcile the journal before
+# serving: both faults are boot-scoped, so both are recorded as ended by the reboot with no
+# kernel call (this boot's root is left alone, not "restored" to the previous boot's), doctor
+# finds no residue, and the metrics say why each fault ended.
 set -euo pipefail
 STATE=/var/lib/faultd
 FAULTD=${FAULTD_BIN:-$PWD/target/debug/faultd}
@@ -33,6 +36,7 @@ case "${FAULTD_BOOT:-}" in
     HOLDER=$!
     sleep 0.2
     start_daemon
+    tc qdisc add dev vhost1 root handle 1: htb default 10
     "${CTL[@]}" netem --pid "$HOLDER" --device eth0 --delay 100ms --ttl 10m
     "${CTL[@]}" netem --pid $$ --device vhost1 --delay 50ms --ttl 10m
     n=$("${CTL[@]}" --output json list | grep -c '"phase": "applied"')
@@ -46,6 +50,10 @@ case "${FAULTD_BOOT:-}" in
     fail "still alive after the sysrq reset" ;;
   2)
     [ -s "$STATE/journal.log" ] || fail "journal lost across the reset"
+    # this boot's configuration of the host device, with a root of its own
+    ip link add vhost1 type veth peer name vpeer1
+    ip link set vhost1 up
+    tc qdisc add dev vhost1 root handle 2: htb default 20
     start_daemon
     json=$("${CTL[@]}" --output json list --all)
     echo "$json"
@@ -61,7 +69,10 @@ case "${FAULTD_BOOT:-}" in
       || { grep faultd_rollbacks <<<"$metrics"; fail "metrics do not count 2 reboot rollbacks"; }
     ready=$(curl -fsS http://127.0.0.1:31766/readyz)
     echo "$ready"
-    grep -q "1 rolled back, 1 gone with a reboot" <<<"$ready" || fail "readyz does not report the reconciliation"
+    grep -q "0 rolled back, 2 gone with a reboot" <<<"$ready" || fail "readyz does not report the reconciliation"
+    root=$(tc qdisc show dev vhost1)
+    echo "$root"
+    grep -q "htb 2: root" <<<"$root" || fail "this boot's root of vhost1 was replaced: $root"
     echo "reboot-journal: boot 2 OK" ;;
   *) fail "FAULTD_BOOT must be 1 or 2" ;;
 esac

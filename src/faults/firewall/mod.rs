@@ -54,8 +54,8 @@ use serde::{Deserialize, Serialize};
 use super::netns::NetnsRef;
 use super::target::{Target, TargetError};
 use crate::engine::{
-    Effect, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta,
-    FaultRecord, Holds, Phase, Scope, TargetIdentity,
+    Durability, Effect, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind,
+    FaultMeta, FaultRecord, Holds, Phase, Scope, TargetIdentity,
 };
 use crate::ns::NsId;
 use crate::process::ProcessIdentity;
@@ -179,6 +179,11 @@ impl Effect for FirewallFault {
 
     fn scope(&self) -> Scope {
         self.netns.scope()
+    }
+
+    /// Qdiscs / nftables objects die with the kernel (host namespace included).
+    fn durability(&self) -> Durability {
+        Durability::Boot
     }
 
     fn summary(&self) -> String {

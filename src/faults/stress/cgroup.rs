@@ -34,32 +34,22 @@ pub struct Membership {
     pub path: String,
 }
 
-/// Parses `/proc/<pid>/cgroup`.
-pub fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>, StressError> {
+/// The lines of `/proc/<pid>/cgroup` as `procfs` parsed them; every path must be absolute.
+pub fn memberships(cgroups: Vec<procfs::ProcessCGroup>) -> Result<Vec<Membership>, StressError> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mut it = line.splitn(3, ':');
-        let (Some(id), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+    for cg in cgroups {
+        if !cg.pathname.starts_with('/') {
             return Err(StressError::Cgroup(format!(
-                "malformed /proc/<pid>/cgroup line {line:?}"
-            )));
-        };
-        let hierarchy = id.parse().map_err(|_| {
-            StressError::Cgroup(format!("malformed /proc/<pid>/cgroup line {line:?}"))
-        })?;
-        if !path.starts_with('/') {
-            return Err(StressError::Cgroup(format!(
-                "malformed /proc/<pid>/cgroup line {line:?}"
+                "malformed /proc/<pid>/cgroup line {}:{}:{}",
+                cg.hierarchy,
+                cg.controllers.join(","),
+                cg.pathname
             )));
         }
         out.push(Membership {
-            hierarchy,
-            controllers: ctrls
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(String::from)
-                .collect(),
-            path: path.to_string(),
+            hierarchy: cg.hierarchy,
+            controllers: cg.controllers,
+            path: cg.pathname,
         });
     }
     if out.is_empty() {
@@ -102,8 +92,10 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The cgroup and cgroup2 mounts of a mountinfo text.
-pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+/// The cgroup and cgroup2 mounts among `procfs`'s mountinfo entries.
+pub fn cgroup_mounts(
+    infos: impl IntoIterator<Item = procfs::process::MountInfo>,
+) -> Vec<CgroupMount> {
     const NOT_CONTROLLERS: &[&str] = &[
         "rw",
         "ro",
@@ -117,38 +109,32 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
         "memory_recursiveprot",
         "memory_hugetlb_accounting",
         "pids_localevents",
+        "release_agent",
     ];
     let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        if pre.len() < 5 || post.len() < 3 {
-            continue;
-        }
-        let v2 = match post[0] {
+    for mi in infos {
+        let v2 = match mi.fs_type.as_str() {
             "cgroup2" => true,
             "cgroup" => false,
             _ => continue,
         };
-        let controllers = if v2 {
+        let mut controllers: Vec<String> = if v2 {
             Vec::new()
         } else {
-            post[2]
-                .split(',')
-                .filter(|o| {
-                    !o.is_empty()
-                        && !NOT_CONTROLLERS.contains(o)
-                        && !o.starts_with("release_agent=")
+            mi.super_options
+                .iter()
+                .filter(|(k, _)| !k.is_empty() && !NOT_CONTROLLERS.contains(&k.as_str()))
+                .map(|(k, v)| match v {
+                    // `name=systemd` is a named hierarchy.
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
                 })
-                .map(String::from)
                 .collect()
         };
+        controllers.sort();
         out.push(CgroupMount {
-            root: unescape_mountinfo(pre[3]),
-            mount_point: PathBuf::from(unescape_mountinfo(pre[4])),
+            root: unescape_mountinfo(&mi.root),
+            mount_point: PathBuf::from(unescape_mountinfo(&mi.mount_point.to_string_lossy())),
             v2,
             controllers,
         });
@@ -338,10 +324,9 @@ pub fn in_private_cgroupns() -> bool {
 }
 
 /// `/proc/<pid>/cgroup` as the host's cgroup namespace shows it.
-fn read_proc_cgroup_host_view(pid: u32) -> Result<String, StressError> {
-    let path = format!("/proc/{pid}/cgroup");
+fn read_proc_cgroup_host_view(pid: u32) -> Result<Vec<Membership>, StressError> {
     if !in_private_cgroupns() {
-        return std::fs::read_to_string(&path).map_err(|e| read_err(pid, &path, e));
+        return read_proc_cgroup(pid);
     }
     // Read it from a throwaway thread that entered pid 1's cgroup namespace.
     let ns = std::fs::File::open("/proc/1/ns/cgroup")
@@ -353,41 +338,38 @@ fn read_proc_cgroup_host_view(pid: u32) -> Result<String, StressError> {
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(
                 |e| StressError::Cgroup(format!("entering the host cgroup namespace: {e}")),
             )?;
-            std::fs::read_to_string(&path).map_err(|e| read_err(pid, &path, e))
+            read_proc_cgroup(pid)
         })
         .map_err(|e| StressError::Cgroup(format!("spawning a thread: {e}")))?
         .join()
         .map_err(|_| StressError::Cgroup("the cgroup reader thread panicked".into()))?
 }
 
-fn read_err(pid: u32, path: &str, e: std::io::Error) -> StressError {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        StressError::TargetGone(pid)
-    } else {
-        StressError::Cgroup(format!("reading {path}: {e}"))
-    }
+/// `/proc/<pid>/cgroup` as the calling thread's cgroup namespace shows it, through `procfs`.
+fn read_proc_cgroup(pid: u32) -> Result<Vec<Membership>, StressError> {
+    let cgroups = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.cgroups())
+        .map_err(|e| match e {
+            procfs::ProcError::NotFound(_) => StressError::TargetGone(pid),
+            e => StressError::Cgroup(format!("reading /proc/{pid}/cgroup: {e}")),
+        })?;
+    memberships(cgroups.0)
 }
 
 /// The cgroups of process `pid` on this node.
 pub fn of_pid(pid: u32) -> Result<TargetCgroups, StressError> {
     let host_sys = Path::new(HOST_SYS_CGROUP);
     if host_sys.is_dir() {
-        let text = read_proc_cgroup_host_view(pid)?;
-        let mut cg = resolve(
-            &parse_proc_cgroup(&text)?,
-            &Layout::HostSys(host_sys.into()),
-        )?;
+        let memberships = read_proc_cgroup_host_view(pid)?;
+        let mut cg = resolve(&memberships, &Layout::HostSys(host_sys.into()))?;
         cg.host_cgroupns = in_private_cgroupns();
         return Ok(cg);
     }
-    let path = format!("/proc/{pid}/cgroup");
-    let text = std::fs::read_to_string(&path).map_err(|e| read_err(pid, &path, e))?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+    let memberships = read_proc_cgroup(pid)?;
+    let mounts = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
         .map_err(|e| StressError::Cgroup(format!("reading /proc/self/mountinfo: {e}")))?;
-    resolve(
-        &parse_proc_cgroup(&text)?,
-        &Layout::Mounts(parse_mountinfo(&mountinfo)),
-    )
+    resolve(&memberships, &Layout::Mounts(cgroup_mounts(mounts)))
 }
 
 fn read_limit_file(path: &Path, v2: bool) -> Result<Option<u64>, StressError> {
@@ -455,18 +437,32 @@ pub fn oom_kills(cg: &TargetCgroups) -> Option<u64> {
 
 /// The node's memory (`MemTotal` of `/proc/meminfo`), in bytes.
 pub fn node_memory() -> Result<u64, StressError> {
-    let text = std::fs::read_to_string("/proc/meminfo")
-        .map_err(|e| StressError::Cgroup(format!("reading /proc/meminfo: {e}")))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| StressError::Cgroup("no MemTotal in /proc/meminfo".into()))
+    use procfs::Current;
+    procfs::Meminfo::current()
+        .map(|m| m.mem_total)
+        .map_err(|e| StressError::Cgroup(format!("reading /proc/meminfo: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses a `/proc/<pid>/cgroup` text with `procfs`, as [`of_pid`] reads it.
+    fn parse_proc_cgroup(text: &str) -> Result<Vec<Membership>, StressError> {
+        use procfs::FromBufRead;
+        let cgroups = procfs::ProcessCGroups::from_buf_read(text.as_bytes())
+            .map_err(|e| StressError::Cgroup(format!("malformed /proc/<pid>/cgroup: {e}")))?;
+        memberships(cgroups.0)
+    }
+
+    /// The cgroup mounts of a mountinfo text parsed by `procfs`, as [`of_pid`] reads it
+    /// (unparsable lines skipped).
+    fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+        cgroup_mounts(
+            text.lines()
+                .filter_map(|l| procfs::process::MountInfo::from_line(l).ok()),
+        )
+    }
 
     const V1_CGROUP: &str = "\
 12:name=systemd:/k8s.io/c1

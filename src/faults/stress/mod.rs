@@ -379,6 +379,11 @@ impl crate::engine::Effect for StressFault {
         Scope::Process
     }
 
+    /// Worker processes die with the kernel (and with the daemon: PDEATHSIG).
+    fn durability(&self) -> crate::engine::Durability {
+        crate::engine::Durability::Boot
+    }
+
     fn summary(&self) -> String {
         self.description.clone()
     }

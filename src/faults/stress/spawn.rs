@@ -364,30 +364,23 @@ fn read_ready_line(pipe: &mut std::fs::File, timeout: Duration) -> Result<String
     }
 }
 
-/// The `/proc/<pid>/stat` line of `who`, if that pid is still the same process (same start
-/// ticks; a zombie still counts).
-fn stat_of(who: &ProcessIdentity) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", who.pid)).ok()?;
-    (crate::process::parse_start_ticks(&stat).ok() == Some(who.start_ticks)).then_some(stat)
+/// `/proc/<pid>/stat` of `who`, if that pid is still the same process (same start ticks; a
+/// zombie still counts).
+fn stat_of(who: &ProcessIdentity) -> Option<crate::process::ProcStat> {
+    crate::process::stat(who.pid)
+        .ok()
+        .filter(|s| s.start_ticks == who.start_ticks)
 }
 
 /// Whether `who` is still running (same start time, not a zombie).
 pub fn is_running(who: &ProcessIdentity) -> bool {
-    stat_of(who).is_some_and(|stat| {
-        !matches!(
-            crate::process::parse_state(&stat),
-            Some('Z') | Some('X') | None
-        )
-    })
+    stat_of(who).is_some_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
 
 /// Whether `who` is a zombie child of this process that the spawner has not reaped yet (it reaps
 /// every 50 ms): its exit status is about to be known, so it is not "gone" yet.
 pub fn is_unreaped_child(who: &ProcessIdentity) -> bool {
-    stat_of(who).is_some_and(|stat| {
-        crate::process::parse_state(&stat) == Some('Z')
-            && crate::process::parse_ppid(&stat) == Some(std::process::id())
-    })
+    stat_of(who).is_some_and(|s| s.state == 'Z' && s.ppid == std::process::id())
 }
 
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
@@ -467,7 +460,7 @@ pub fn scan_workers() -> Vec<WorkerProcess> {
 }
 
 /// Whether `pid` is a faultd daemon (its executable is named `faultd`, and it is not a worker).
-fn is_faultd_daemon(pid: u32) -> bool {
+pub fn is_faultd_daemon(pid: u32) -> bool {
     let exe_is_faultd = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|p| {

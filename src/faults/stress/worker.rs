@@ -4,8 +4,10 @@
 //!
 //! The worker (single-threaded, no async runtime) checks the target is still the process the
 //! fault was aimed at, enters its pid namespace for its future children (`setns(CLONE_NEWPID)`),
-//! forks the load processes (visible in the container, dying with it), reports readiness on a
-//! pipe, and supervises:
+//! drops every capability (bounding, ambient, inheritable, effective, permitted) and sets
+//! `no_new_privs` ([`crate::privilege::drop_all`]; failing that, it exits), forks the load
+//! processes (visible in the container, dying with it), reports readiness on a pipe, and
+//! supervises:
 //! * SIGTERM/SIGINT: kill and reap the load processes, exit 0 (a clean cancel);
 //! * the target exits: same, exit [`EXIT_TARGET_GONE`];
 //! * a load process dies: kill the others, exit [`EXIT_LOAD_KILLED`] if it was killed by a
@@ -161,15 +163,12 @@ impl Ready {
     }
 }
 
+/// The start ticks of `pid` if it runs (not a zombie).
 fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    if matches!(state, Some("Z") | Some("X")) {
-        return None;
-    }
-    crate::process::parse_start_ticks(&stat).ok()
+    crate::process::stat(pid)
+        .ok()
+        .filter(|s| !matches!(s.state, 'Z' | 'X'))
+        .map(|s| s.start_ticks)
 }
 
 /// Runs the worker; returns the exit code.
@@ -229,6 +228,13 @@ pub fn run(a: &WorkerArgs) -> i32 {
                 format!("entering the target's pid namespace: {e}"),
             );
         }
+    }
+    // Everything that needs a capability is done (the daemon joined the cgroups and set
+    // oom_score_adj before exec; the pid namespace is entered above): drop every capability and
+    // set no_new_privs before any load, so the load processes inherit the empty sets. A worker
+    // that cannot drop them does not run.
+    if let Err(e) = crate::privilege::drop_all() {
+        return fail(&mut ready, format!("dropping privileges: {e}"));
     }
     // Children see a parent outside their pid namespace as pid 0.
     let expected_ppid = if a.enter_pid_ns { 0 } else { worker_pid as i32 };
