@@ -63,7 +63,8 @@ pub enum CtlCommand {
         #[arg(long, default_value = "faultd ctl halt-all")]
         reason: String,
     },
-    /// Check prerequisites and scan the node for residue (--fix removes faultd's own).
+    /// Check prerequisites and scan the node for residue (--fix removes faultd's own); exits 1
+    /// when a check fails.
     Doctor {
         #[arg(long)]
         fix: bool,
@@ -154,6 +155,9 @@ pub enum CtlError {
     Rpc(#[from] tonic::Status),
     #[error("{0}")]
     Usage(String),
+    /// `doctor` printed its report and some checks failed.
+    #[error("doctor: failed checks: {0}")]
+    ChecksFailed(String),
 }
 
 fn read(p: &PathBuf) -> Result<Vec<u8>, CtlError> {
@@ -388,38 +392,41 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                 .check(api::DoctorRequest { fix: *fix })
                 .await?
                 .into_inner();
+            let checks: Vec<crate::doctor::Check> = r
+                .checks
+                .into_iter()
+                .map(|c| crate::doctor::Check {
+                    name: c.name,
+                    ok: c.ok,
+                    detail: c.detail,
+                })
+                .collect();
+            let residue: Vec<crate::doctor::Residue> = r
+                .residue
+                .into_iter()
+                .map(|x| crate::doctor::Residue {
+                    kind: x.kind,
+                    location: x.location,
+                    detail: x.detail,
+                    removed: x.removed,
+                })
+                .collect();
             if args.output == Output::Json {
-                let checks: Vec<_> = r
-                    .checks
+                let checks: Vec<_> = checks
                     .iter()
                     .map(|c| serde_json::json!({"name": c.name, "ok": c.ok, "detail": c.detail}))
                     .collect();
-                let residue: Vec<_> = r.residue.iter().map(|x| serde_json::json!({"kind": x.kind, "location": x.location, "detail": x.detail, "removed": x.removed})).collect();
+                let residue: Vec<_> = residue.iter().map(|x| serde_json::json!({"kind": x.kind, "location": x.location, "detail": x.detail, "removed": x.removed})).collect();
                 println!(
                     "{}",
                     serde_json::json!({"checks": checks, "residue": residue})
                 );
             } else {
-                for c in &r.checks {
-                    println!(
-                        "{:<4} {:<18} {}",
-                        if c.ok { "ok" } else { "FAIL" },
-                        c.name,
-                        c.detail
-                    );
-                }
-                if r.residue.is_empty() {
-                    println!("no residue found");
-                }
-                for x in &r.residue {
-                    println!(
-                        "residue {:<6} {} {}{}",
-                        x.kind,
-                        x.location,
-                        x.detail,
-                        if x.removed { " (removed)" } else { "" }
-                    );
-                }
+                print!("{}", crate::doctor::render_text(&checks, &residue));
+            }
+            let failed = crate::doctor::failed_checks(&checks);
+            if !failed.is_empty() {
+                return Err(CtlError::ChecksFailed(failed.join(", ")));
             }
         }
         CtlCommand::Netem {

@@ -168,11 +168,16 @@ async fn every_rpc_is_reachable_and_unsupported_ones_say_so() {
                 );
             }
             Ok(()) => {
-                // Only idempotent recover paths may answer OK for a request that names nothing.
+                // Only idempotent recover paths may answer OK for a request that names nothing
+                // (SetDNSServer with enable = false is DNSChaos's recover).
                 assert!(
                     matches!(
                         *rpc,
-                        "CancelStressors" | "SetTcs" | "FlushIPSets" | "SetIptablesChains"
+                        "CancelStressors"
+                            | "SetTcs"
+                            | "FlushIPSets"
+                            | "SetIptablesChains"
+                            | "SetDNSServer"
                     ),
                     "{rpc} answered OK"
                 );

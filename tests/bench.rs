@@ -50,12 +50,13 @@ mod common;
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::host::{faults, tbf_request, Netns};
+use common::host::{faults, free_ports, tbf_request, DaemonProc, Netns};
+use common::stats::{median, Stats};
 use common::upstream;
 use faultd::engine::{EndReason, FaultRecord, Phase};
 use faultd::faults::FaultEffect;
@@ -95,41 +96,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Order statistics of samples (any unit); percentiles by nearest rank.
-#[derive(Debug, Clone)]
-struct Stats {
-    n: usize,
-    p50: f64,
-    p99: f64,
-    min: f64,
-    max: f64,
-    mean: f64,
-}
-
 impl Stats {
-    fn of(samples: &[f64]) -> Stats {
-        assert!(!samples.is_empty(), "no samples");
-        let mut v = samples.to_vec();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Stats {
-            n: v.len(),
-            p50: rank(0.50),
-            p99: rank(0.99),
-            min: v[0],
-            max: v[v.len() - 1],
-            mean: v.iter().sum::<f64>() / v.len() as f64,
-        }
-    }
-
     fn json(&self) -> Value {
         json!({"n": self.n, "p50": r4(self.p50), "p99": r4(self.p99), "min": r4(self.min),
                "max": r4(self.max), "mean": r4(self.mean)})
     }
-}
-
-fn median(v: &[f64]) -> f64 {
-    Stats::of(v).p50
 }
 
 fn r4(x: f64) -> f64 {
@@ -222,18 +193,8 @@ impl<'a> Row<'a> {
 // ---------------------------------------------------------------------------------------------
 // the daemon as a child process, on ports we know (for /metrics)
 
-fn free_ports() -> (u16, u16) {
-    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
-}
-
 struct BenchDaemon {
-    child: Child,
-    socket: PathBuf,
+    proc: DaemonProc,
     grpc_port: u16,
     http_port: u16,
     spawned: Instant,
@@ -249,7 +210,7 @@ impl BenchDaemon {
     /// [`BenchDaemon::spawn`] with extra arguments (`FAULTD_BENCH_BIN` overrides the binary,
     /// e.g. to measure another build of faultd in the same way).
     fn spawn_with(state: &Path, extra: &[&str]) -> BenchDaemon {
-        let (grpc_port, http_port) = free_ports();
+        let [grpc_port, http_port] = free_ports::<2>();
         std::fs::create_dir_all(state).unwrap();
         let log = std::fs::File::create(state.with_extension("log")).unwrap();
         let bin = std::env::var_os("FAULTD_BENCH_BIN")
@@ -275,8 +236,7 @@ impl BenchDaemon {
         let spawned = Instant::now();
         let child = cmd.spawn().expect("spawning faultd");
         BenchDaemon {
-            child,
-            socket: state.join("faultd.sock"),
+            proc: DaemonProc::of(child, state),
             grpc_port,
             http_port,
             spawned,
@@ -286,25 +246,16 @@ impl BenchDaemon {
     /// Waits (polling every millisecond) until the admin socket answers ListFaults; returns the
     /// channel and the time since spawn.
     async fn ready(&mut self) -> (Channel, Duration) {
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("faultd exited during start-up: {st}");
-            }
-            if self.socket.exists() {
-                if let Ok(ch) = faultd::ctl::connect_unix(&self.socket).await {
-                    let mut c = faults(&ch);
-                    let call = c.list_faults(api::ListFaultsRequest::default());
-                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(20), call).await {
-                        return (ch, self.spawned.elapsed());
-                    }
-                }
-            }
-            assert!(
-                self.spawned.elapsed() < Duration::from_secs(30),
-                "faultd not ready after 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let limit = Duration::from_secs(30).saturating_sub(self.spawned.elapsed());
+        let ch = self
+            .proc
+            .ready_polling(Duration::from_millis(1), limit)
+            .await;
+        (ch, self.spawned.elapsed())
+    }
+
+    fn socket(&self) -> &Path {
+        &self.proc.socket
     }
 
     async fn tcp_channel(&self) -> Channel {
@@ -324,11 +275,12 @@ impl BenchDaemon {
 
     /// A `/proc/<pid>/status` field in kB (VmRSS, VmHWM).
     fn status_kb(&self, field: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let pid = self.proc.child.id();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         s.lines()
             .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.child.id()))
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
     }
 
     fn mib(&self, field: &str) -> f64 {
@@ -336,34 +288,14 @@ impl BenchDaemon {
     }
 
     fn assert_alive(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
+        if let Ok(Some(st)) = self.proc.child.try_wait() {
             panic!("faultd died: {st}");
         }
     }
-
-    /// SIGTERM (rolls back every fault), then SIGKILL after 10 s.
-    fn stop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
-impl Drop for BenchDaemon {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+// (dropping the BenchDaemon drops its DaemonProc: SIGTERM, which rolls every fault back, then
+// SIGKILL after 10 s)
 
 /// A value from Prometheus text: the first sample named `name` carrying all `labels`
 /// (`key="value"` strings); 0 when absent.
@@ -998,7 +930,7 @@ async fn bench_fanout_netns() {
     for round in 0..rounds {
         for step in 0..2 {
             if (round + step) % 2 == 0 {
-                let r = fan_apply(&d.socket, &pids, clients).await;
+                let r = fan_apply(d.socket(), &pids, clients).await;
                 errors += r.errors;
                 d.assert_alive();
                 let applied = with_residue(&all).len();
@@ -1008,7 +940,7 @@ async fn bench_fanout_netns() {
                 }
                 f_apply.push(ms(r.total));
                 f_lat.extend(r.latencies);
-                let (took, e) = fan_revoke(&d.socket, &r.ids, clients).await;
+                let (took, e) = fan_revoke(d.socket(), &r.ids, clients).await;
                 errors += e;
                 f_recover.push(ms(took));
                 residue.extend(with_residue(&all));

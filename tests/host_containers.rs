@@ -25,15 +25,6 @@ async fn chaos(addr: &str) -> ChaosDaemonClient<Channel> {
     ChaosDaemonClient::new(ch)
 }
 
-fn kill_req(id: &str, action: pb::container_action::Action) -> pb::ContainerRequest {
-    pb::ContainerRequest {
-        action: Some(pb::ContainerAction {
-            action: action as i32,
-        }),
-        container_id: id.into(),
-    }
-}
-
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn get_pid_and_kill_through_the_daemon() {
@@ -116,52 +107,6 @@ async fn bad_container_ids_get_clear_statuses_and_the_daemon_keeps_serving() {
     c.container_get_pid(kill_req(&v.id(), pb::container_action::Action::Getpid))
         .await
         .unwrap();
-}
-
-/// Gives a container an `eth0` (veth to the host) at 10.251.N.2, host side 10.251.N.1.
-fn wire_eth0(pid: u32, n: u8) -> (String, String) {
-    let host_if = format!("fdce{n}-{}", std::process::id() % 10000);
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", &host_if])
-        .output();
-    let p = pid.to_string();
-    run(&[
-        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &p,
-    ]);
-    run(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("10.251.{n}.1/24"),
-        "dev",
-        &host_if,
-    ]);
-    run(&["ip", "link", "set", &host_if, "up"]);
-    run(&[
-        "nsenter",
-        "-t",
-        &p,
-        "-n",
-        "ip",
-        "addr",
-        "add",
-        &format!("10.251.{n}.2/24"),
-        "dev",
-        "eth0",
-    ]);
-    run(&["nsenter", "-t", &p, "-n", "ip", "link", "set", "eth0", "up"]);
-    (host_if, format!("10.251.{n}.1"))
 }
 
 /// Bytes per second the container can push to the host for `secs`.
@@ -266,22 +211,7 @@ async fn set_tcs_tbf_on_a_container_is_measured_and_expires_with_the_ttl_header(
     assert_eq!(f.target.as_ref().unwrap().device, "eth0");
 
     // The daemon alone ends it at the deadline.
-    let ns_has_tbf = || {
-        let o = std::process::Command::new("nsenter")
-            .args([
-                "-t",
-                &victim.pid().to_string(),
-                "-n",
-                "tc",
-                "qdisc",
-                "show",
-                "dev",
-                "eth0",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).contains("tbf fa01:")
-    };
+    let ns_has_tbf = || qdiscs_of(victim.pid(), "eth0").contains("tbf fa01:");
     assert!(ns_has_tbf());
     while ns_has_tbf() {
         assert!(t0.elapsed() < Duration::from_secs(10), "not expired");
@@ -306,23 +236,7 @@ async fn set_tcs_falls_back_to_the_pod_sandbox_and_empty_list_recovers() {
     let mut c = chaos(&addr).await;
     let sandbox = Container::run("sbx", "uid-sbx", "sandbox", &[]);
     let (host_if, _) = wire_eth0(sandbox.pid(), 2);
-    let before = String::from_utf8(
-        std::process::Command::new("nsenter")
-            .args([
-                "-t",
-                &sandbox.pid().to_string(),
-                "-n",
-                "tc",
-                "qdisc",
-                "show",
-                "dev",
-                "eth0",
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let before = qdiscs_of(sandbox.pid(), "eth0");
     let tbf = pb::Tc {
         r#type: pb::tc::Type::Bandwidth as i32,
         tbf: Some(pb::Tbf {
@@ -370,23 +284,7 @@ async fn set_tcs_falls_back_to_the_pod_sandbox_and_empty_list_recovers() {
     })
     .await
     .unwrap();
-    let after = String::from_utf8(
-        std::process::Command::new("nsenter")
-            .args([
-                "-t",
-                &sandbox.pid().to_string(),
-                "-n",
-                "tc",
-                "qdisc",
-                "show",
-                "dev",
-                "eth0",
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let after = qdiscs_of(sandbox.pid(), "eth0");
     let norm = |s: &str| {
         s.lines()
             .map(|l| l.split(" refcnt").next().unwrap().to_string())

@@ -10,15 +10,6 @@ use common::host::*;
 use faultd::proto::faultd::v1 as api;
 use tonic::Code;
 
-async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    t0.elapsed()
-}
-
 #[tokio::test]
 #[ignore = "host tier: needs root; run by tests/run-all.sh"]
 async fn tbf_fault_restores_the_prior_root_exactly() {
@@ -265,11 +256,23 @@ async fn expiry_is_enforced_by_the_daemon_within_a_second() {
         took >= Duration::from_millis(1900) && took <= Duration::from_millis(3000),
         "{took:?}"
     );
-    let r = faults(&ch)
-        .get_fault(api::GetFaultRequest { id: f.id })
-        .await
-        .unwrap()
-        .into_inner();
+    // The record is written right after the undo is verified: wait for it.
+    let t1 = Instant::now();
+    let r = loop {
+        let r = faults(&ch)
+            .get_fault(api::GetFaultRequest { id: f.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.phase != api::Phase::Reverting as i32 && r.phase != api::Phase::Applied as i32 {
+            break r;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(3),
+            "record not ended: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(r.end_reason, "expiry");
 }
 
@@ -528,6 +531,11 @@ async fn bad_network_input_gets_clear_statuses() {
         };
         let e = faults(&ch).apply_fault(req).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        assert_eq!(
+            e.message(),
+            "the kernel has no sch_netem (modprobe sch_netem)",
+            "{e}"
+        );
     }
     assert!(!ns.has_faultd_qdisc());
     // still serving
@@ -537,20 +545,39 @@ async fn bad_network_input_gets_clear_statuses() {
         .unwrap();
 }
 
-fn ctl(socket: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faultd"))
+fn ctl_output(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_faultd"))
         .arg("ctl")
         .arg("--socket")
         .arg(socket)
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn ctl(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = ctl_output(socket, args);
     assert!(
         out.status.success(),
         "ctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// `ctl doctor`'s stdout; it exits 1 exactly when a check fails (on this host sch_netem does).
+fn ctl_doctor(socket: &std::path::Path, args: &[&str]) -> String {
+    let out = ctl_output(socket, args);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let any_failed =
+        stdout.lines().any(|l| l.starts_with("FAIL ")) || stdout.contains("\"ok\":false");
+    assert_eq!(
+        out.status.success(),
+        !any_failed,
+        "ctl {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 #[tokio::test]
@@ -600,11 +627,11 @@ async fn ctl_end_to_end_apply_with_ttl_list_expire_doctor_halt() {
         (Some("reverted"), Some("expiry")),
         "{json}"
     );
-    let doctor = ctl(&d.socket, &["doctor"]);
+    let doctor = ctl_doctor(&d.socket, &["doctor"]);
     assert!(doctor.contains("ok   journal"), "{doctor}");
     assert!(doctor.contains("capabilities"), "{doctor}");
     let doctor_json: serde_json::Value =
-        serde_json::from_str(&ctl(&d.socket, &["--output", "json", "doctor"])).unwrap();
+        serde_json::from_str(&ctl_doctor(&d.socket, &["--output", "json", "doctor"])).unwrap();
     assert!(
         doctor_json["checks"]
             .as_array()

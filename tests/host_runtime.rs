@@ -12,106 +12,16 @@
 //!
 //! Each test creates uniquely named containers and removes them in a `Drop` guard, so a failing
 //! test leaves nothing behind.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::ctr::{sock, unique, Container, K3S_SOCK};
+use common::stats::percentile;
 use faultd::process::ProcessIdentity;
 use faultd::runtime::{ErrorKind, RuntimeConfig, RuntimeError, RuntimeKind, Runtimes};
-
-const K3S_SOCK: &str = "/run/k3s/containerd/containerd.sock";
-
-fn sock() -> PathBuf {
-    PathBuf::from(std::env::var("FAULTD_TEST_CTR_SOCK").unwrap_or_else(|_| K3S_SOCK.into()))
-}
-
-fn image() -> String {
-    std::env::var("FAULTD_TEST_IMAGE").unwrap_or_else(|_| "docker.io/library/testbox:latest".into())
-}
-
-fn ctr(args: &[&str]) -> Output {
-    let s = sock();
-    Command::new("ctr")
-        .args(["-a", s.to_str().unwrap(), "-n", "k8s.io"])
-        .args(args)
-        .output()
-        .expect("running ctr")
-}
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "faultd-rt-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A `ctr run -d` container; killed and removed on drop (also when the test panics).
-struct Container {
-    name: String,
-}
-
-impl Container {
-    fn run(tag: &str, labels: &[(&str, &str)]) -> Container {
-        let name = unique(tag);
-        let img = image();
-        let mut args: Vec<String> = vec!["run".into(), "-d".into()];
-        for (k, v) in labels {
-            args.push("--label".into());
-            args.push(format!("{k}={v}"));
-        }
-        args.extend([img, name.clone(), "sleep".into(), "3600".into()]);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let c = Container { name };
-        let out = ctr(&argv);
-        assert!(
-            out.status.success(),
-            "ctr {}: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        c
-    }
-
-    fn id(&self) -> String {
-        format!("containerd://{}", self.name)
-    }
-
-    /// (pid, status) from `ctr task ls`.
-    fn task(&self) -> Option<(u32, String)> {
-        let out = ctr(&["task", "ls"]);
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && f[0] == self.name).then(|| (f[1].parse().unwrap(), f[2].to_string()))
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        let (pid, status) = self.task().expect("task listed");
-        assert_eq!(status, "RUNNING");
-        pid
-    }
-
-    fn remove(&self) {
-        let _ = ctr(&["task", "kill", "-s", "SIGKILL", &self.name]);
-        for _ in 0..50 {
-            if self.task().is_none_or(|(_, s)| s == "STOPPED") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = ctr(&["task", "rm", "-f", &self.name]);
-        let _ = ctr(&["containers", "rm", &self.name]);
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
 
 fn pinned_config(socket: &Path) -> RuntimeConfig {
     RuntimeConfig {
@@ -132,7 +42,7 @@ fn uuid() -> String {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn resolved_pid_equals_ctr_task_pid() {
-    let c = Container::run("pid", &[]);
+    let c = Container::start("pid");
     let rt = pinned().await;
     let who = rt.pid(&c.id()).await.unwrap();
     assert_eq!(who.pid, c.pid());
@@ -146,7 +56,7 @@ async fn resolved_pid_equals_ctr_task_pid() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn kill_stops_the_task_within_a_second() {
-    let c = Container::run("kill", &[]);
+    let c = Container::start("kill");
     let rt = pinned().await;
     let who = rt.pid(&c.id()).await.unwrap();
     let t0 = Instant::now();
@@ -174,21 +84,9 @@ async fn kill_stops_the_task_within_a_second() {
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn sandbox_fallback_by_pod_uid() {
     let uid = uuid();
-    let sandbox = Container::run(
-        "sandbox",
-        &[
-            ("io.cri-containerd.kind", "sandbox"),
-            ("io.kubernetes.pod.uid", &uid),
-        ],
-    );
+    let sandbox = Container::run("sandbox", &uid, "sandbox", &[]);
     // An app container of the same pod must not be mistaken for the sandbox.
-    let app = Container::run(
-        "app",
-        &[
-            ("io.cri-containerd.kind", "container"),
-            ("io.kubernetes.pod.uid", &uid),
-        ],
-    );
+    let app = Container::run("app", &uid, "container", &[]);
     let rt = pinned().await;
     let sb_pid = sandbox.pid();
     assert_ne!(sb_pid, app.pid());
@@ -212,7 +110,7 @@ async fn sandbox_fallback_by_pod_uid() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn discovers_the_k3s_socket_without_a_flag() {
-    let c = Container::run("disc", &[]);
+    let c = Container::start("disc");
     let mut cfg = RuntimeConfig::default();
     if sock() != Path::new(K3S_SOCK) {
         // Not at the k3s path in this environment: probe the test socket instead.
@@ -234,7 +132,7 @@ async fn discovers_the_k3s_socket_without_a_flag() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn proc_fallback_when_the_configured_socket_is_wrong() {
-    let c = Container::run("fallback", &[]);
+    let c = Container::start("fallback");
     let dir = tempfile::tempdir().unwrap();
     let rt = Runtimes::new(pinned_config(&dir.path().join("wrong.sock"))).await;
     assert!(rt.discovered().is_empty(), "{}", rt.describe());
@@ -253,7 +151,7 @@ async fn proc_fallback_when_the_configured_socket_is_wrong() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn a_reused_pid_in_the_cache_is_never_returned() {
-    let c = Container::run("reuse", &[]);
+    let c = Container::start("reuse");
     let rt = pinned().await;
     let real = rt.pid(&c.id()).await.unwrap();
     // The cache holds the container's PID but with another start time (what a reused PID looks
@@ -282,24 +180,10 @@ async fn a_reused_pid_in_the_cache_is_never_returned() {
     let name = c.name.clone();
     c.remove();
     std::mem::forget(c);
-    let again = Container::run_named(&name);
+    let again = Container::run_named(&name, &[]);
     let fresh = rt.pid(&again.id()).await.unwrap();
     assert_ne!(fresh, real);
     assert_eq!(fresh.pid, again.pid());
-}
-
-impl Container {
-    fn run_named(name: &str) -> Container {
-        let img = image();
-        let c = Container { name: name.into() };
-        let out = ctr(&["run", "-d", &img, name, "sleep", "3600"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        c
-    }
 }
 
 #[tokio::test]
@@ -361,17 +245,11 @@ async fn stopped_containerd_is_unavailable() {
     }
 }
 
-fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
-    (at(0.50), at(0.99))
-}
-
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn bench_pid_resolution() {
     const N: usize = 1000;
-    let c = Container::run("bench", &[]);
+    let c = Container::start("bench");
     let rt = pinned().await;
     let want = rt.pid_uncached(&c.id()).await.unwrap();
     let mut direct = Vec::with_capacity(N);
@@ -396,9 +274,9 @@ async fn bench_pid_resolution() {
         assert_eq!(fb.pid_uncached(&c.id()).await.unwrap(), want);
         scan.push(t.elapsed());
     }
-    let (d50, d99) = percentiles(direct);
-    let (c50, c99) = percentiles(cached);
-    let (s50, s99) = percentiles(scan);
+    let (d50, d99) = (percentile(&direct, 0.50), percentile(&direct, 0.99));
+    let (c50, c99) = (percentile(&cached, 0.50), percentile(&cached, 0.99));
+    let (s50, s99) = (percentile(&scan, 0.50), percentile(&scan, 0.99));
     println!("pid via containerd Tasks.Get ({N}x): p50 {d50:?} p99 {d99:?}");
     println!("pid via cache ({N}x):                p50 {c50:?} p99 {c99:?}");
     println!("pid via /proc cgroup scan (100x):    p50 {s50:?} p99 {s99:?}");

@@ -18,120 +18,30 @@
 //! recording the rollback on restart; and (bench) accuracy next to Debian's stress-ng.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::host::{daemon_args, faults, DaemonProc};
+use common::ctr::{self, Container};
+use common::host::*;
 use faultd::faults::stress::cgroup::{self, TargetCgroups};
 use faultd::proto::faultd::v1 as api;
 use faultd::proto::pb;
-use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
-const K3S_SOCK: &str = "/run/k3s/containerd/containerd.sock";
 const MIB: u64 = 1 << 20;
 
-fn sock() -> PathBuf {
-    PathBuf::from(std::env::var("FAULTD_TEST_CTR_SOCK").unwrap_or_else(|_| K3S_SOCK.into()))
-}
-
-fn image() -> String {
-    std::env::var("FAULTD_TEST_IMAGE").unwrap_or_else(|_| "docker.io/library/testbox:latest".into())
-}
-
-fn ctr(args: &[&str]) -> Output {
-    let s = sock();
-    Command::new("ctr")
-        .args(["-a", s.to_str().unwrap(), "-n", "k8s.io"])
-        .args(args)
-        .output()
-        .expect("running ctr")
-}
-
-fn unique(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "faultd-st-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A `ctr run -d` container (`sleep 3600`) with optional memory limit and a 1-CPU quota;
-/// killed and removed on drop.
-struct Container {
-    name: String,
-}
-
-impl Container {
-    fn run(tag: &str, memory_limit: Option<u64>) -> Container {
-        let name = unique(tag);
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
-            "--cpu-quota".into(),
-            "100000".into(),
-            "--cpu-period".into(),
-            "100000".into(),
-        ];
-        if let Some(m) = memory_limit {
-            args.extend(["--memory-limit".into(), m.to_string()]);
-        }
-        args.extend([image(), name.clone(), "sleep".into(), "3600".into()]);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let c = Container { name };
-        let out = ctr(&argv);
-        assert!(
-            out.status.success(),
-            "ctr {}: {}",
-            argv.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        c
-    }
-
-    fn id(&self) -> String {
-        format!("containerd://{}", self.name)
-    }
-
-    fn task(&self) -> Option<(u32, String)> {
-        let out = ctr(&["task", "ls"]);
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && f[0] == self.name).then(|| (f[1].parse().unwrap(), f[2].to_string()))
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        let (pid, status) = self.task().expect("task listed");
-        assert_eq!(status, "RUNNING");
-        pid
-    }
-
-    fn running(&self) -> bool {
-        self.task().is_some_and(|(_, s)| s == "RUNNING")
-    }
-
-    fn cgroups(&self) -> TargetCgroups {
-        cgroup::of_pid(self.pid()).unwrap()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = ctr(&["task", "kill", "-s", "SIGKILL", &self.name]);
-        for _ in 0..50 {
-            if self.task().is_none_or(|(_, s)| s == "STOPPED") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = ctr(&["task", "rm", "-f", &self.name]);
-        let _ = ctr(&["containers", "rm", &self.name]);
-    }
+/// faultd (plaintext Chaos Mesh API on `port`) pinned to the test containerd.
+fn spawn_faultd(state: &Path, port: u16, extra: &[&str]) -> Faultd {
+    let s = ctr::sock();
+    let mut args = vec![
+        "--runtime",
+        "containerd",
+        "--runtime-socket-path",
+        s.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Faultd::spawn(state, port, &args)
 }
 
 /// CPU time the cgroup has used, in nanoseconds (v1 `cpuacct.usage`, v2 `cpu.stat`).
@@ -187,138 +97,6 @@ async fn accurate_window(cg: &TargetCgroups, want: f64) -> f64 {
     used
 }
 
-/// Processes of the cgroup (`cgroup.procs` of its first required hierarchy).
-fn cgroup_procs(cg: &TargetCgroups) -> Vec<u32> {
-    let j = cg.joins.iter().find(|j| j.required).unwrap();
-    std::fs::read_to_string(j.dir.join("cgroup.procs"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// Live `faultd stress-worker` processes (worker and load processes) of these fault ids; all
-/// of them when `ids` is empty.
-fn worker_pids(ids: &[&str]) -> Vec<u32> {
-    faultd::faults::stress::spawn::scan_workers()
-        .into_iter()
-        .filter(|w| ids.is_empty() || ids.contains(&w.fault_id.as_str()))
-        .map(|w| w.pid)
-        .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// faultd as a child process serving the Chaos Mesh gRPC API on a known port.
-struct Faultd {
-    proc: DaemonProc,
-    port: u16,
-}
-
-impl Faultd {
-    fn spawn(state: &Path, port: u16, extra: &[&str]) -> Faultd {
-        let mut args = daemon_args(state);
-        let i = args.iter().position(|a| a == "--grpc-port").unwrap();
-        args[i + 1] = port.to_string();
-        let s = sock();
-        let child = Command::new(env!("CARGO_BIN_EXE_faultd"))
-            .args(&args)
-            .args([
-                "--runtime",
-                "containerd",
-                "--runtime-socket-path",
-                s.to_str().unwrap(),
-            ])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("FAULTD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Faultd {
-            proc: DaemonProc {
-                child,
-                state: state.to_path_buf(),
-                socket: state.join("faultd.sock"),
-            },
-            port,
-        }
-    }
-
-    /// SIGTERM and wait without blocking the runtime, so client connections can close (a
-    /// blocking wait would hold them open through faultd's shutdown grace period).
-    async fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.proc.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.proc.child.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the admin socket, then connects the Chaos Mesh API. Returns (admin, pb).
-    async fn ready(&mut self) -> (Channel, ChaosDaemonClient<Channel>) {
-        let admin = self.proc.ready().await;
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        (admin, ChaosDaemonClient::new(ch))
-    }
-}
-
-fn cpu_request(c: &Container, load: u32) -> pb::ExecStressRequest {
-    pb::ExecStressRequest {
-        scope: pb::exec_stress_request::Scope::Container as i32,
-        target: c.id(),
-        cpu_stressors: format!(" --cpu-load-slice 10 --cpu-method sqrt --cpu 1 --cpu-load {load}"),
-        enter_ns: true,
-        ..Default::default()
-    }
-}
-
-fn memory_request(c: &Container, size: &str) -> pb::ExecStressRequest {
-    pb::ExecStressRequest {
-        scope: pb::exec_stress_request::Scope::Container as i32,
-        target: c.id(),
-        memory_stressors: format!(" --workers 1 --size {size}"),
-        enter_ns: true,
-        ..Default::default()
-    }
-}
-
-async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    t0.elapsed()
-}
-
-async fn list(admin: &Channel, include_ended: bool) -> Vec<api::Fault> {
-    faults(admin)
-        .list_faults(api::ListFaultsRequest { include_ended })
-        .await
-        .unwrap()
-        .into_inner()
-        .faults
-}
-
 /// The value of a `/proc/<pid>/status` line (`CapEff` → `0000000000000000`).
 fn status_field(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -329,33 +107,19 @@ fn status_field(pid: u32, key: &str) -> String {
         .unwrap_or_else(|| format!("no {key} line"))
 }
 
-/// The host pid namespace view of `pid`'s `NSpid` line: one entry per namespace level.
-fn nspid(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .map(|v| {
-            v.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn cpu_half_load_is_accounted_to_the_container_and_cancel_stops_it() {
-    let c = Container::run("cpu", Some(64 * MIB));
+    let c = Container::limited("cpu", Some(64 * MIB));
     let cg = c.cgroups();
     let target = c.pid();
     let state = tempfile::tempdir().unwrap();
-    let mut d = Faultd::spawn(state.path(), free_port(), &[]);
+    let mut d = spawn_faultd(state.path(), free_port(), &[]);
     let (admin, mut client) = d.ready().await;
 
     let idle = cpus_over(&cg, Duration::from_millis(500)).await;
     let t0 = Instant::now();
-    let mut req = cpu_request(&c, 50);
+    let mut req = cpu_request(&c.id(), 50);
     req.oom_score_adj = 500;
     let resp = client.exec_stressors(req).await.unwrap().into_inner();
     println!("ExecStressors took {:?}", t0.elapsed());
@@ -476,20 +240,20 @@ async fn cpu_half_load_is_accounted_to_the_container_and_cancel_stops_it() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn memory_above_the_limit_is_oom_killed_inside_the_container_only() {
-    let victim = Container::run("oom", Some(64 * MIB));
-    let bystander = Container::run("bystander", Some(64 * MIB));
+    let victim = Container::limited("oom", Some(64 * MIB));
+    let bystander = Container::limited("bystander", Some(64 * MIB));
     let (vcg, bcg) = (victim.cgroups(), bystander.cgroups());
     let (v0, b0) = (
         cgroup::oom_kills(&vcg).unwrap_or(0),
         cgroup::oom_kills(&bcg).unwrap_or(0),
     );
     let state = tempfile::tempdir().unwrap();
-    let mut d = Faultd::spawn(state.path(), free_port(), &[]);
+    let mut d = spawn_faultd(state.path(), free_port(), &[]);
     let (admin, mut client) = d.ready().await;
 
     let t0 = Instant::now();
     let resp = client
-        .exec_stressors(memory_request(&victim, "128MiB"))
+        .exec_stressors(memory_request(&victim.id(), "128MiB"))
         .await
         .unwrap()
         .into_inner();
@@ -557,14 +321,14 @@ async fn memory_above_the_limit_is_oom_killed_inside_the_container_only() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn refusals_name_the_reason() {
-    let unlimited = Container::run("nolimit", None);
-    let limited = Container::run("limited", Some(64 * MIB));
+    let unlimited = Container::limited("nolimit", None);
+    let limited = Container::limited("limited", Some(64 * MIB));
     let state = tempfile::tempdir().unwrap();
-    let mut d = Faultd::spawn(state.path(), free_port(), &[]);
+    let mut d = spawn_faultd(state.path(), free_port(), &[]);
     let (admin, mut client) = d.ready().await;
 
     let e = client
-        .exec_stressors(memory_request(&unlimited, "16MiB"))
+        .exec_stressors(memory_request(&unlimited.id(), "16MiB"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -576,7 +340,7 @@ async fn refusals_name_the_reason() {
     );
     // CPU stress needs no memory limit.
     let r = client
-        .exec_stressors(cpu_request(&unlimited, 10))
+        .exec_stressors(cpu_request(&unlimited.id(), 10))
         .await
         .unwrap()
         .into_inner();
@@ -634,20 +398,20 @@ async fn refusals_name_the_reason() {
 
     // With the flag, the unbounded memory stressor runs (a small one).
     let state = tempfile::tempdir().unwrap();
-    let mut d = Faultd::spawn(
+    let mut d = spawn_faultd(
         state.path(),
         free_port(),
         &["--allow-unbounded-memory-stress"],
     );
     let (_admin, mut client) = d.ready().await;
     let r = client
-        .exec_stressors(memory_request(&unlimited, "16MiB"))
+        .exec_stressors(memory_request(&unlimited.id(), "16MiB"))
         .await
         .unwrap()
         .into_inner();
     assert!(!r.memory_instance.is_empty());
     // ...unless the stressor itself requires a limit.
-    let mut req = memory_request(&unlimited, "16MiB");
+    let mut req = memory_request(&unlimited.id(), "16MiB");
     req.memory_stressors.push_str(" --required-limit");
     let e = client.exec_stressors(req).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -658,11 +422,11 @@ async fn refusals_name_the_reason() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn kill9_leaves_no_process_and_restart_records_the_rollback() {
-    let c = Container::run("kill9", Some(64 * MIB));
+    let c = Container::limited("kill9", Some(64 * MIB));
     let cg = c.cgroups();
     let state = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut d = Faultd::spawn(state.path(), port, &[]);
+    let mut d = spawn_faultd(state.path(), port, &[]);
     let (admin, mut client) = d.ready().await;
     let resp = client
         .exec_stressors(pb::ExecStressRequest {
@@ -723,7 +487,7 @@ async fn kill9_leaves_no_process_and_restart_records_the_rollback() {
     println!("zombies left under the container's init: {zombies}");
     assert!(c.running());
 
-    let mut d = Faultd::spawn(state.path(), port, &[]);
+    let mut d = spawn_faultd(state.path(), port, &[]);
     let (admin, mut client) = d.ready().await;
     let all = list(&admin, true).await;
     for id in &ids {
@@ -814,10 +578,10 @@ async fn time_to_load(cg: &TargetCgroups, load: u32, t0: Instant) -> Duration {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn bench_cpu_accuracy_against_stress_ng() {
-    let c = Container::run("bench", Some(64 * MIB));
+    let c = Container::limited("bench", Some(64 * MIB));
     let cg = c.cgroups();
     let state = tempfile::tempdir().unwrap();
-    let mut d = Faultd::spawn(state.path(), free_port(), &[]);
+    let mut d = spawn_faultd(state.path(), free_port(), &[]);
     let (admin, mut client) = d.ready().await;
     let window = Duration::from_secs(3);
     let before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -826,7 +590,7 @@ async fn bench_cpu_accuracy_against_stress_ng() {
         // faultd
         let t0 = Instant::now();
         let resp = client
-            .exec_stressors(cpu_request(&c, load))
+            .exec_stressors(cpu_request(&c.id(), load))
             .await
             .unwrap()
             .into_inner();
@@ -900,16 +664,16 @@ async fn bench_cpu_accuracy_against_stress_ng() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn ttl_and_timeout_end_the_stressor() {
-    let c = Container::run("ttl", Some(64 * MIB));
+    let c = Container::limited("ttl", Some(64 * MIB));
     let state = tempfile::tempdir().unwrap();
-    let mut d = Faultd::spawn(state.path(), free_port(), &[]);
+    let mut d = spawn_faultd(state.path(), free_port(), &[]);
     let (admin, mut client) = d.ready().await;
     // stress-ng's --timeout becomes the fault's deadline...
-    let mut req = cpu_request(&c, 10);
+    let mut req = cpu_request(&c.id(), 10);
     req.cpu_stressors.push_str(" --timeout 2s");
     client.exec_stressors(req).await.unwrap();
     // ...and so does the faultd-ttl header.
-    let mut req = tonic::Request::new(memory_request(&c, "8MiB"));
+    let mut req = tonic::Request::new(memory_request(&c.id(), "8MiB"));
     req.metadata_mut()
         .insert("faultd-ttl", "2500ms".parse().unwrap());
     client.exec_stressors(req).await.unwrap();
@@ -943,7 +707,7 @@ async fn ttl_and_timeout_end_the_stressor() {
 #[tokio::test]
 #[ignore = "host tier: run by tests/run-all.sh"]
 async fn doctor_reports_and_kills_stray_workers() {
-    let c = Container::run("stray", Some(64 * MIB));
+    let c = Container::limited("stray", Some(64 * MIB));
     let target = faultd::process::ProcessIdentity::of(c.pid()).unwrap();
     let stray_id = format!("stray-{}", std::process::id());
     // A worker no journal knows about (as if left by a faultd whose PDEATHSIG could not fire).
@@ -973,7 +737,7 @@ async fn doctor_reports_and_kills_stray_workers() {
     )
     .await;
     let state = tempfile::tempdir().unwrap();
-    let mut d = Faultd::spawn(state.path(), free_port(), &[]);
+    let mut d = spawn_faultd(state.path(), free_port(), &[]);
     let (admin, _client) = d.ready().await;
     let mut doc = api::doctor_client::DoctorClient::new(admin.clone());
     let report = doc

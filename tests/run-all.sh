@@ -5,7 +5,8 @@
 #   setup   tests/env/setup.sh: apt packages, stock Debian kernel + initramfs, test image (cached)
 #   tier 1  cargo fmt --check, cargo clippy -D warnings, cargo test --all-targets (unit +
 #           in-process tests, nothing #[ignore]d)
-#   tier 2  tests/host_*.rs, --ignored, on the host    private containerd at the k3s socket path
+#   tier 2  tests/host_*.rs, --ignored, on the host    private containerd at the k3s socket path,
+#                                                      private dockerd (tests/env/docker)
 #   tier 3  tests/vm_*.rs, --ignored, in ONE qemu VM   real sch_netem, cgroup v2, guest containerd
 #           tests/vm/reboot-*.sh                       two boots sharing a persistent disk
 #   tier 4  cargo build --release; tests/deploy.sh (image filesystem + manifests, pytest);
@@ -53,6 +54,11 @@ CTR_SOCK=${FAULTD_TEST_CTR_SOCK:-/run/k3s/containerd/containerd.sock}
 CTR_SOCK_FALLBACK=/run/faultd-test/containerd.sock
 TEST_IMAGE=docker.io/library/testbox:latest
 TEST_IMAGE_TAR=$CACHE/testbox.tar
+# tier 2's Docker engine (tests/env/docker/start-docker.sh): socket and exec root in /run/faultd-test
+# (a private tmpfs in this run's mount namespace), data root in DOCKER_BASE
+DOCKER_BASE=$CACHE/docker
+DOCKER_SOCK=${FAULTD_TEST_DOCKER_SOCK:-/run/faultd-test/docker.sock}
+DOCKER_IMAGE=faultd-testbox:latest
 
 PASSED=0 FAILED=0 SKIPPED=0
 STEPS=()        # "seconds|rc|name" per step
@@ -183,7 +189,19 @@ stop_containerd() {
   fi
   return 0
 }
-trap 'stop_containerd' EXIT
+DOCKER_UP=
+stop_docker() {
+  if [ -n "$DOCKER_UP" ]; then
+    DOCKER_UP=
+    run_step "tier2: stop dockerd" "$LOGDIR/tier2-stop-docker.log" \
+      env DOCKER_SOCK="$DOCKER_SOCK" bash "$ENV_DIR/docker/stop-docker.sh" "$DOCKER_BASE"
+    cp -f "$DOCKER_BASE/dockerd.log" "$LOGDIR/tier2-dockerd.log" 2>/dev/null
+  fi
+  return 0
+}
+# needs_docker FILE: the host test file uses the test dockerd
+needs_docker() { grep -qE 'common::docker|FAULTD_TEST_DOCKER_SOCK' "$1"; }
+trap 'stop_docker; stop_containerd' EXIT
 trap 'echo "run-all: interrupted" >&2; exit 130' INT TERM
 
 HOST_TESTS=(tests/host_*.rs); [ -e "${HOST_TESTS[0]}" ] || HOST_TESTS=()
@@ -202,6 +220,10 @@ else
     mkdir -p /run/k3s /run/containerd
     mount -t tmpfs -o mode=0755 faultd-test /run/k3s && mount -t tmpfs -o mode=0711 faultd-test /run/containerd &&
       echo "tier 2: /run/k3s and /run/containerd are private to this run (mount namespace)"
+    if [ -z "${FAULTD_TEST_DOCKER_SOCK:-}" ]; then
+      mkdir -p /run/faultd-test && mount -t tmpfs -o mode=0755 faultd-test /run/faultd-test &&
+        echo "tier 2: /run/faultd-test (dockerd's socket and exec root) is private to this run"
+    fi
   elif [ -S "$CTR_SOCK" ] && ctr --connect-timeout 2s -a "$CTR_SOCK" version >/dev/null 2>&1 && ! our_containerd; then
     loud "another containerd (not started by this harness) serves $CTR_SOCK: leaving it alone;" \
          "tier 2 uses a private containerd at $CTR_SOCK_FALLBACK instead (FAULTD_TEST_CTR_SOCK)"
@@ -212,10 +234,21 @@ else
     CONTAINERD_UP=1
     run_step "tier2: import test image" "$LOGDIR/tier2-import-image.log" \
       env CTR_SOCK="$CTR_SOCK" FAULTD_TEST_IMAGE="$TEST_IMAGE" bash "$ENV_DIR/ctr/import-image.sh" "$TEST_IMAGE_TAR"
+    # dockerd runs its own containerd, never the one above; if it does not start, the files that
+    # need it count as failed
+    DOCKER_UP=1   # from here on, stop_docker cleans up whatever start-docker.sh got to start
+    run_step "tier2: start dockerd + import test image" "$LOGDIR/tier2-start-docker.log" \
+      env DOCKER_SOCK="$DOCKER_SOCK" FAULTD_TEST_DOCKER_IMAGE="$DOCKER_IMAGE" FAULTD_TEST_IMAGE_TAR="$TEST_IMAGE_TAR" \
+      bash "$ENV_DIR/docker/start-docker.sh" "$DOCKER_BASE" || stop_docker
     for f in "${HOST_TESTS[@]}"; do
       name=$(basename "$f" .rs)
+      if [ -z "$DOCKER_UP" ] && needs_docker "$f"; then
+        account "$name (host, not run: no dockerd)" /dev/null 1
+        continue
+      fi
       run_step "tier2: $name" "$LOGDIR/tier2-$name.log" \
         env FAULTD_TEST_CTR_SOCK="$CTR_SOCK" FAULTD_TEST_IMAGE="$TEST_IMAGE" FAULTD_TEST_IMAGE_TAR="$TEST_IMAGE_TAR" \
+        FAULTD_TEST_DOCKER_SOCK="$DOCKER_SOCK" FAULTD_TEST_DOCKER_IMAGE="$DOCKER_IMAGE" \
         cargo test --test "$name" -- --ignored --test-threads=1
       account "$name (host)" "$LOGDIR/tier2-$name.log" "$LAST_RC"
     done
@@ -223,6 +256,7 @@ else
     # never point the tests at a containerd we did not start
     for f in "${HOST_TESTS[@]}"; do account "$(basename "$f" .rs) (host, not run: no containerd)" /dev/null 1; done
   fi
+  stop_docker
   stop_containerd
 fi
 tier_done "tier 2" "$T"

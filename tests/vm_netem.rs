@@ -8,6 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::host::*;
+use common::stats::median;
 use common::upstream;
 use faultd::ns::{Namespace, NsKind};
 use faultd::proto::faultd::v1 as api;
@@ -93,11 +94,6 @@ fn rtts(peer: SocketAddr, n: usize) -> Vec<f64> {
         .collect()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn netem(dev: &str, pid: u32, n: pb::Netem) -> api::ApplyFaultRequest {
     api::ApplyFaultRequest {
         ttl_seconds: 600,
@@ -129,7 +125,7 @@ async fn netem_delay_on_both_ends_adds_200ms_round_trip() {
     let state = tempfile::tempdir().unwrap();
     let mut d = DaemonProc::spawn(state.path(), &[]);
     let ch = d.ready().await;
-    let base = median(rtts(l.peer, 7));
+    let base = median(&rtts(l.peer, 7));
     // The pod side (in its netns) and the host side (the host netns: a host-scoped fault).
     let a = faults(&ch)
         .apply_fault(netem("d0", l.ns.pid(), delay("100ms")))
@@ -141,7 +137,7 @@ async fn netem_delay_on_both_ends_adds_200ms_round_trip() {
         .await
         .unwrap()
         .into_inner();
-    let delayed = median(rtts(l.peer, 7));
+    let delayed = median(&rtts(l.peer, 7));
     let added = delayed - base;
     println!("VM netem delay 100ms each way: base_rtt_ms={base:.1} delayed_rtt_ms={delayed:.1} added_ms={added:.1}");
     assert!(
@@ -154,7 +150,7 @@ async fn netem_delay_on_both_ends_adds_200ms_round_trip() {
             .await
             .unwrap();
     }
-    let after = median(rtts(l.peer, 7));
+    let after = median(&rtts(l.peer, 7));
     assert!(after < base + 20.0, "delay not removed: {after:.1} ms");
     assert!(!l.ns.has_faultd_qdisc());
 }
@@ -197,7 +193,7 @@ async fn netem_jitter_and_rate_are_visible() {
     let state = tempfile::tempdir().unwrap();
     let mut d = DaemonProc::spawn(state.path(), &[]);
     let ch = d.ready().await;
-    let base = median(rtts(l.peer, 9));
+    let base = median(&rtts(l.peer, 9));
     let f = faults(&ch)
         .apply_fault(netem(
             "d0",
@@ -215,7 +211,7 @@ async fn netem_jitter_and_rate_are_visible() {
     let (min, max) = samples
         .iter()
         .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    let med = median(samples.clone()) - base;
+    let med = median(&samples) - base;
     println!("VM netem 50ms jitter 20ms: median_added_ms={med:.1} min_ms={min:.1} max_ms={max:.1}");
     // Centred on 50 ms; the upper bound leaves room for TCG's scheduling delay on a busy host
     // (one CI run measured 65.5 ms; the exact delay is checked by the 100 ms test above).
@@ -305,7 +301,7 @@ async fn prior_fq_codel_and_htb_roots_are_restored_exactly() {
 async fn kill_9_with_netem_active_then_restart_removes_it() {
     let l = link("crash", 5);
     let state = tempfile::tempdir().unwrap();
-    let base = median(rtts(l.peer, 5));
+    let base = median(&rtts(l.peer, 5));
     {
         let mut d = DaemonProc::spawn(state.path(), &[]);
         let ch = d.ready().await;
@@ -313,7 +309,7 @@ async fn kill_9_with_netem_active_then_restart_removes_it() {
             .apply_fault(netem("d0", l.ns.pid(), delay("100ms")))
             .await
             .unwrap();
-        assert!(median(rtts(l.peer, 3)) > base + 80.0);
+        assert!(median(&rtts(l.peer, 3)) > base + 80.0);
         d.kill9();
     }
     // The fault outlives the killed process only until the next start.
@@ -321,7 +317,7 @@ async fn kill_9_with_netem_active_then_restart_removes_it() {
     let mut d = DaemonProc::spawn(state.path(), &[]);
     let ch = d.ready().await;
     assert!(!l.ns.has_faultd_qdisc(), "{}", l.ns.qdisc_dump());
-    assert!(median(rtts(l.peer, 5)) < base + 20.0);
+    assert!(median(&rtts(l.peer, 5)) < base + 20.0);
     let list = faults(&ch)
         .list_faults(api::ListFaultsRequest {
             include_ended: true,
@@ -365,16 +361,15 @@ fn rtt_from_netns(ns: &Netns, to: SocketAddr) -> f64 {
         .unwrap();
     c.set_nodelay(true).unwrap();
     let mut b = [0u8; 1];
-    median(
-        (0..7)
-            .map(|_| {
-                let t = Instant::now();
-                c.write_all(b"p").unwrap();
-                c.read_exact(&mut b).unwrap();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    )
+    let samples: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            c.write_all(b"p").unwrap();
+            c.read_exact(&mut b).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median(&samples)
 }
 
 #[tokio::test]

@@ -57,6 +57,7 @@ fn tc_kind(e: &TcError) -> FailureKind {
     match e.class() {
         TcErrorClass::InvalidArgument => FailureKind::InvalidArgument,
         TcErrorClass::NotFound => FailureKind::NotFound,
+        TcErrorClass::Unsupported => FailureKind::FailedPrecondition,
         TcErrorClass::Internal => match e.errno() {
             // The kernel does not know the qdisc kind (no sch_netem / sch_prio module).
             Some(libc::ENOENT) | Some(libc::EOPNOTSUPP) => FailureKind::FailedPrecondition,
@@ -678,6 +679,38 @@ mod tests {
             plan(&[netem("-5ms", "")]).unwrap_err().kind(),
             FailureKind::InvalidArgument
         );
+    }
+
+    #[test]
+    fn a_qdisc_kind_the_kernel_lacks_is_a_precondition_that_says_what_to_load() {
+        for errno in [libc::ENOENT, libc::EOPNOTSUPP] {
+            let e = TcError::KindMissing {
+                kind: "netem".into(),
+                errno,
+            };
+            assert_eq!(tc_kind(&e), FailureKind::FailedPrecondition);
+            let effect = effect_err(e);
+            assert_eq!(effect.kind, FailureKind::FailedPrecondition);
+            assert_eq!(
+                effect.message,
+                "the kernel has no sch_netem (modprobe sch_netem)"
+            );
+        }
+        let e = NetError::Tc(TcError::KindMissing {
+            kind: "prio".into(),
+            errno: libc::ENOENT,
+        });
+        assert_eq!(e.kind(), FailureKind::FailedPrecondition);
+        assert_eq!(
+            e.to_string(),
+            "the kernel has no sch_prio (modprobe sch_prio)"
+        );
+        // Other kernel refusals keep their errno text.
+        let other = TcError::Kernel {
+            op: "add qdisc",
+            errno: libc::EINVAL,
+        };
+        assert_eq!(tc_kind(&other), FailureKind::Internal);
     }
 
     #[test]

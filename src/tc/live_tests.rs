@@ -331,6 +331,13 @@ async fn live_netem_when_the_kernel_has_it() {
             assert_eq!(q["options"]["delay"]["delay"], 0.1, "{q}");
         }
         // sch_netem missing: "Specified qdisc kind is unknown".
-        Err(e) => assert_eq!(e.errno(), Some(libc::ENOENT), "{e}"),
+        Err(e) => {
+            assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
+            assert!(matches!(e, TcError::KindMissing { .. }), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "the kernel has no sch_netem (modprobe sch_netem)"
+            );
+        }
     }
 }

@@ -78,6 +78,10 @@ pub enum TcError {
     /// The kernel refused a request; `errno` is positive (`libc::ENOENT`, ...).
     #[error("{op}: {}", std::io::Error::from_raw_os_error(*errno))]
     Kernel { op: &'static str, errno: i32 },
+    /// The kernel does not know a qdisc kind (no `sch_<kind>` module, not built in): adding it
+    /// failed with `errno` (`ENOENT`, or `EOPNOTSUPP`) although its parent exists.
+    #[error("the kernel has no sch_{kind} (modprobe sch_{kind})")]
+    KindMissing { kind: String, errno: i32 },
     /// Sending to or receiving from the netlink socket failed.
     #[error("{op}: netlink socket: {source}")]
     Io {
@@ -103,6 +107,8 @@ pub enum TcErrorClass {
     InvalidArgument,
     /// The device, or the process whose namespace was asked for, does not exist.
     NotFound,
+    /// The kernel lacks a feature the request needs (a qdisc kind): gRPC `FailedPrecondition`.
+    Unsupported,
     /// Everything else (kernel refusals, transport failures).
     Internal,
 }
@@ -122,14 +128,15 @@ impl TcError {
 
     /// Which gRPC status family this error belongs to.
     ///
-    /// Kernel errors are `Internal` except `ENODEV` (the device vanished under us). Note that the
-    /// kernel answers `ENOENT` both for a missing parent qdisc and for a qdisc kind it does not
-    /// know (no `sch_netem` module), so `ENOENT` stays `Internal`; use [`TcError::errno`] for a
-    /// finer mapping.
+    /// Kernel errors are `Internal` except `ENODEV` (the device vanished under us). The kernel
+    /// answers `ENOENT` both for a missing parent qdisc and for a qdisc kind it does not know (no
+    /// `sch_netem` module); [`qdisc::apply_qdisc`] tells them apart and reports the latter as
+    /// [`TcError::KindMissing`] (`Unsupported`).
     pub fn class(&self) -> TcErrorClass {
         match self {
             TcError::InvalidArgument { .. } => TcErrorClass::InvalidArgument,
             TcError::LinkNotFound { .. } => TcErrorClass::NotFound,
+            TcError::KindMissing { .. } => TcErrorClass::Unsupported,
             TcError::Kernel { errno, .. } if *errno == libc::ENODEV => TcErrorClass::NotFound,
             TcError::Namespace(NsError::Open { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -140,10 +147,10 @@ impl TcError {
         }
     }
 
-    /// The kernel's errno, for [`TcError::Kernel`].
+    /// The kernel's errno, for [`TcError::Kernel`] and [`TcError::KindMissing`].
     pub fn errno(&self) -> Option<i32> {
         match self {
-            TcError::Kernel { errno, .. } => Some(*errno),
+            TcError::Kernel { errno, .. } | TcError::KindMissing { errno, .. } => Some(*errno),
             _ => None,
         }
     }

@@ -329,9 +329,29 @@ pub fn root_qdisc(sock: &mut RouteSocket, ifindex: u32) -> Result<Option<Qdisc>>
         .find(|q| q.parent == TC_H_ROOT))
 }
 
-/// Installs `q` on `ifindex`.
+/// Installs `q` on `ifindex`. A kind the kernel does not know is [`TcError::KindMissing`]: the
+/// kernel answers `ENOENT` for it, as it does for a missing parent, so on `ENOENT` the parent is
+/// looked up (the root always exists; a class's qdisc must be on the device).
 pub fn apply_qdisc(sock: &mut RouteSocket, ifindex: u32, q: &Qdisc, mode: AddMode) -> Result<()> {
-    sock.request_ack("add qdisc", new_qdisc_message(ifindex, q, mode)?)
+    match sock.request_ack("add qdisc", new_qdisc_message(ifindex, q, mode)?) {
+        Err(TcError::Kernel { errno, .. })
+            if errno == libc::EOPNOTSUPP
+                || (errno == libc::ENOENT && parent_exists(sock, ifindex, q.parent)) =>
+        {
+            Err(TcError::KindMissing {
+                kind: q.kind.clone(),
+                errno,
+            })
+        }
+        other => other,
+    }
+}
+
+/// Whether `parent` (the root, or a class `major:minor` of a qdisc `major:`) exists on `ifindex`.
+fn parent_exists(sock: &mut RouteSocket, ifindex: u32, parent: u32) -> bool {
+    parent == TC_H_ROOT
+        || dump_qdiscs(sock, ifindex)
+            .is_ok_and(|qs| qs.iter().any(|q| q.handle == parent & 0xFFFF_0000))
 }
 
 /// Deletes the root qdisc of `ifindex` (`tc qdisc del dev X root`). Returns whether something was

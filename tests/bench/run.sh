@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks and footprint of faultd, each against a baseline measured in the same run.
 #
-#   tests/bench/run.sh            full sizes (the README's Performance numbers)
-#   tests/bench/run.sh --smoke    tiny sizes, < 60 s after the build (CI)
+#   tests/bench/run.sh              full sizes (the README's Performance numbers)
+#   tests/bench/run.sh --smoke      tiny sizes, < 60 s after the build (CI)
+#   tests/bench/run.sh --properties the long property run only (no root needed): every property
+#                                   of tests/properties.rs in a release build with
+#                                   FAULTD_PROPTEST_CASES cases (default 100000), one at a time,
+#                                   timed; log and table in target/bench/properties.{log,txt}
 #
 # Needs root (network namespaces, tc). Steps:
 #   1. cargo test --release --no-run for tests/bench.rs (+ tests/host_runtime.rs, and
@@ -25,9 +29,10 @@ cd "$ROOT" || exit 1
 MODE=full
 case "${1:-}" in
   --smoke) MODE=smoke ;;
+  --properties) MODE=properties ;;
   "") ;;
-  -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-  *) echo "usage: $0 [--smoke]" >&2; exit 64 ;;
+  -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--smoke|--properties]" >&2; exit 64 ;;
 esac
 
 OUT=$ROOT/target/bench
@@ -37,6 +42,53 @@ if [ "${FAULTD_BENCH_LOCKED:-}" != 1 ]; then
   export FAULTD_BENCH_LOCKED=1
   exec flock "$OUT/.lock" bash "$ROOT/tests/bench/run.sh" "$@"
 fi
+exe_of() { # test target name -> executable, from cargo's JSON
+  python3 - "$1" "$OUT/build.json" <<'PY'
+import json, sys
+name, path = sys.argv[1:3]
+exe = ""
+for line in open(path, errors="replace"):
+    if not line.startswith("{"):
+        continue
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if (m.get("reason") == "compiler-artifact" and m["target"]["name"] == name
+            and m.get("executable") and m["profile"]["test"]):
+        exe = m["executable"]
+print(exe)
+PY
+}
+# ---- --properties: the long property run (tests/properties.rs), nothing else ----------------
+if [ "$MODE" = properties ]; then
+  export FAULTD_PROPTEST_CASES=${FAULTD_PROPTEST_CASES:-100000}
+  echo "bench: building (cargo test --release --test properties --no-run)"
+  if ! cargo test --release --test properties --no-run --message-format=json-render-diagnostics > "$OUT/build.json"; then
+    echo "bench: release build failed" >&2; exit 1
+  fi
+  exe=$(exe_of properties)
+  [ -n "$exe" ] || { echo "bench: no properties executable in cargo's output" >&2; exit 1; }
+  : > "$OUT/properties.log"
+  table=$OUT/properties.txt
+  printf '%-62s %9s %9s  %s\n' property cases seconds result > "$table"
+  failed=0
+  T0=$(date +%s.%N)
+  for t in $("$exe" --list --format terse | sed -n 's/: test$//p'); do
+    t1=$(date +%s.%N)
+    "$exe" "$t" --exact --test-threads=1 >> "$OUT/properties.log" 2>&1
+    rc=$?
+    t2=$(date +%s.%N)
+    res=ok; [ "$rc" -eq 0 ] || { res="FAILED (rc=$rc)"; failed=1; }
+    printf '%-62s %9s %9.1f  %s\n' "$t" "$FAULTD_PROPTEST_CASES" \
+      "$(awk -v a="$t1" -v b="$t2" 'BEGIN{print b-a}')" "$res" | tee -a "$table"
+  done
+  echo "bench: properties took $(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s; table: target/bench/properties.txt, log: target/bench/properties.log"
+  [ "$failed" -eq 0 ] || { echo "bench: FAILED: a property failed (minimal input in the log)" >&2; exit 1; }
+  echo "bench: ok"
+  exit 0
+fi
+
 rm -f "$OUT"/bench.log "$OUT"/pid.log "$OUT"/stress.log "$OUT"/notes.txt
 NOTES=$OUT/notes.txt; : > "$NOTES"
 note() { echo "bench: $*" | tee -a "$NOTES" >&2; }
@@ -93,24 +145,6 @@ T_RUN=$(date +%s.%N)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)   # after the build: what the benchmarks compete with
 echo "bench: build took $(awk -v a="$T_BUILD" -v b="$T_RUN" 'BEGIN{printf "%.0f", b-a}') s"
 
-exe_of() { # test target name -> executable, from cargo's JSON
-  python3 - "$1" "$OUT/build.json" <<'PY'
-import json, sys
-name, path = sys.argv[1:3]
-exe = ""
-for line in open(path, errors="replace"):
-    if not line.startswith("{"):
-        continue
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if (m.get("reason") == "compiler-artifact" and m["target"]["name"] == name
-            and m.get("executable") and m["profile"]["test"]):
-        exe = m["executable"]
-print(exe)
-PY
-}
 
 # ---- clean-up of namespaces a killed bench process left behind -------------------------------
 cleanup_netns() {

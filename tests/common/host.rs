@@ -1,14 +1,19 @@
-//! Host-tier helpers: throwaway network namespaces with a holder process, a faultd daemon run
-//! as a real child process (so it can be SIGKILLed), and a client on its admin socket.
+//! Host-tier helpers: throwaway network namespaces with a holder process, veth links into a
+//! container's network namespace, a faultd daemon run as a real child process (so it can be
+//! SIGKILLed), clients on its admin socket and Chaos Mesh API (plaintext or mTLS), polling, and
+//! the stress-worker views of `/proc` and cgroups.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use faultd::faults::stress::cgroup::TargetCgroups;
 use faultd::proto::faultd::v1 as api;
 use faultd::proto::pb;
+use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
 use tonic::transport::Channel;
 
-fn run(args: &[&str]) -> String {
+/// Runs `args[0]` with the rest as arguments; it must succeed. Its stdout.
+pub fn run(args: &[&str]) -> String {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
         out.status.success(),
@@ -150,21 +155,34 @@ pub fn daemon_args(state: &Path) -> Vec<String> {
     .collect()
 }
 
+/// `N` distinct TCP ports nothing listens on right now (all bound at once, so they differ).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
 /// A TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// Polls `f` every 10 ms until it holds; panics naming `what` after `limit`. Returns the wait.
+pub async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t0.elapsed()
 }
 
 impl DaemonProc {
     /// faultd serving plaintext gRPC on a known port (the ChaosDaemon service is not on the
     /// admin socket); returns the daemon and `http://127.0.0.1:<port>`.
     pub fn spawn_tcp(state: &Path, extra: &[&str]) -> (DaemonProc, String, u16) {
-        let grpc = free_port();
-        let http = free_port();
+        let [grpc, http] = free_ports::<2>();
         let (g, h) = (grpc.to_string(), http.to_string());
         let mut args = vec!["--grpc-port", g.as_str(), "--http-port", h.as_str()];
         args.extend_from_slice(extra);
@@ -175,14 +193,28 @@ impl DaemonProc {
         )
     }
 
+    /// `faultd --insecure` on ephemeral ports (later flags win) with `extra`.
     pub fn spawn(state: &Path, extra: &[&str]) -> DaemonProc {
+        DaemonProc::spawn_with(state, daemon_args(state), extra)
+    }
+
+    /// `faultd <args> <extra>`, logging at `FAULTD_TEST_LOG` (default `warn`) to stderr.
+    pub fn spawn_with(state: &Path, args: Vec<String>, extra: &[&str]) -> DaemonProc {
         let child = Command::new(env!("CARGO_BIN_EXE_faultd"))
-            .args(daemon_args(state))
+            .args(args)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("FAULTD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        DaemonProc::of(child, state)
+    }
+
+    /// A faultd child started some other way, with `state` as its state dir.
+    pub fn of(child: Child, state: &Path) -> DaemonProc {
         DaemonProc {
             child,
             state: state.to_path_buf(),
@@ -192,25 +224,28 @@ impl DaemonProc {
 
     /// Waits until the admin socket serves (after start-up reconciliation).
     pub async fn ready(&mut self) -> Channel {
+        self.ready_polling(Duration::from_millis(10), Duration::from_secs(20))
+            .await
+    }
+
+    /// Polls every `every` until the admin socket answers ListFaults; panics after `limit`.
+    pub async fn ready_polling(&mut self, every: Duration, limit: Duration) -> Channel {
         let t0 = Instant::now();
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("faultd exited during start-up: {st}");
             }
-            if let Ok(ch) = faultd::ctl::connect_unix(&self.socket).await {
-                let mut c = api::faults_client::FaultsClient::new(ch.clone());
-                if c.list_faults(api::ListFaultsRequest::default())
-                    .await
-                    .is_ok()
-                {
-                    return ch;
+            if self.socket.exists() {
+                if let Ok(ch) = faultd::ctl::connect_unix(&self.socket).await {
+                    let mut c = faults(&ch);
+                    let call = c.list_faults(api::ListFaultsRequest::default());
+                    if let Ok(Ok(_)) = tokio::time::timeout(limit, call).await {
+                        return ch;
+                    }
                 }
             }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "faultd not ready after 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            assert!(t0.elapsed() < limit, "faultd not ready after {limit:?}");
+            tokio::time::sleep(every).await;
         }
     }
 
@@ -218,22 +253,117 @@ impl DaemonProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
 
-impl Drop for DaemonProc {
-    fn drop(&mut self) {
+    fn sigterm(&self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
+    }
+
+    /// SIGTERM (faultd rolls every fault back), then SIGKILL if it has not exited after 10 s.
+    pub fn stop(&mut self) {
+        self.sigterm();
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(10) {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
         self.kill9();
+    }
+
+    /// SIGTERM and wait up to 15 s without blocking the runtime, so client connections can close
+    /// (a blocking wait would hold them open through faultd's shutdown grace period).
+    pub async fn shutdown(&mut self) {
+        self.sigterm();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// faultd as a child process serving the Chaos Mesh gRPC API on a known port: plaintext, or
+/// mTLS with certificates of a [`super::Pki`] (the client then presents the controller's).
+pub struct Faultd {
+    pub proc: DaemonProc,
+    pub port: u16,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl Faultd {
+    /// `faultd --insecure --grpc-port <port> <extra>`.
+    pub fn spawn(state: &Path, port: u16, extra: &[&str]) -> Faultd {
+        let mut args = daemon_args(state);
+        let i = args.iter().position(|a| a == "--grpc-port").unwrap();
+        args[i + 1] = port.to_string();
+        Faultd {
+            proc: DaemonProc::spawn_with(state, args, extra),
+            port,
+            tls: None,
+        }
+    }
+
+    /// `faultd --ca --cert --key (from pki) --grpc-port <port> <extra>`.
+    pub fn spawn_tls(state: &Path, port: u16, pki: &super::Pki, extra: &[&str]) -> Faultd {
+        let mut args = daemon_args(state);
+        args.retain(|a| a != "--insecure");
+        let i = args.iter().position(|a| a == "--grpc-port").unwrap();
+        args[i + 1] = port.to_string();
+        for (flag, path) in [
+            ("--ca", &pki.ca_path),
+            ("--cert", &pki.server_cert),
+            ("--key", &pki.server_key),
+        ] {
+            args.extend([flag.to_string(), path.display().to_string()]);
+        }
+        Faultd {
+            proc: DaemonProc::spawn_with(state, args, extra),
+            port,
+            tls: Some(super::client_tls(
+                &pki.ca.cert_pem,
+                Some(&pki.client(super::CONTROLLER_CN)),
+            )),
+        }
+    }
+
+    /// Waits for the admin socket, then connects the Chaos Mesh API. Returns (admin, pb).
+    pub async fn ready(&mut self) -> (Channel, ChaosDaemonClient<Channel>) {
+        let admin = self.proc.ready().await;
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://127.0.0.1:{}", self.port))
+                .unwrap();
+        if let Some(tls) = &self.tls {
+            ep = ep.tls_config(tls.clone()).unwrap();
+        }
+        (admin, ChaosDaemonClient::new(ep.connect().await.unwrap()))
+    }
+
+    /// See [`DaemonProc::shutdown`].
+    pub async fn stop(mut self) {
+        self.proc.shutdown().await;
+    }
+}
+
+/// A ContainerGetPid / ContainerKill request.
+pub fn kill_req(id: &str, action: pb::container_action::Action) -> pb::ContainerRequest {
+    pb::ContainerRequest {
+        action: Some(pb::ContainerAction {
+            action: action as i32,
+        }),
+        container_id: id.into(),
     }
 }
 
@@ -268,4 +398,123 @@ pub fn apply_tbf(ns: &Netns, ttl_s: u64, lease: &str) -> api::ApplyFaultRequest 
 
 pub fn faults(ch: &Channel) -> api::faults_client::FaultsClient<Channel> {
     api::faults_client::FaultsClient::new(ch.clone())
+}
+
+/// Gives the network namespace of `pid` (a container's) an `eth0`: a veth to the host at
+/// 10.251.N.2, host side 10.251.N.1. Returns (host interface, host address); delete the host
+/// interface when done (that removes both ends).
+pub fn wire_eth0(pid: u32, n: u8) -> (String, String) {
+    let host_if = format!("fdce{n}-{}", std::process::id() % 10000);
+    let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+    let p = pid.to_string();
+    run(&[
+        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &p,
+    ]);
+    run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("10.251.{n}.1/24"),
+        "dev",
+        &host_if,
+    ]);
+    run(&["ip", "link", "set", &host_if, "up"]);
+    run(&[
+        "nsenter",
+        "-t",
+        &p,
+        "-n",
+        "ip",
+        "addr",
+        "add",
+        &format!("10.251.{n}.2/24"),
+        "dev",
+        "eth0",
+    ]);
+    run(&["nsenter", "-t", &p, "-n", "ip", "link", "set", "eth0", "up"]);
+    (host_if, format!("10.251.{n}.1"))
+}
+
+/// `tc qdisc show dev <dev>` in the network namespace of `pid` (`nsenter -t PID -n`).
+pub fn qdiscs_of(pid: u32, dev: &str) -> String {
+    run(&[
+        "nsenter",
+        "-t",
+        &pid.to_string(),
+        "-n",
+        "tc",
+        "qdisc",
+        "show",
+        "dev",
+        dev,
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// stress faults
+
+/// An ExecStressors request for one CPU stressor at `load` percent in container `target`.
+pub fn cpu_request(target: &str, load: u32) -> pb::ExecStressRequest {
+    pb::ExecStressRequest {
+        scope: pb::exec_stress_request::Scope::Container as i32,
+        target: target.into(),
+        cpu_stressors: format!(" --cpu-load-slice 10 --cpu-method sqrt --cpu 1 --cpu-load {load}"),
+        enter_ns: true,
+        ..Default::default()
+    }
+}
+
+/// An ExecStressors request for one memory stressor of `size` in container `target`.
+pub fn memory_request(target: &str, size: &str) -> pb::ExecStressRequest {
+    pb::ExecStressRequest {
+        scope: pb::exec_stress_request::Scope::Container as i32,
+        target: target.into(),
+        memory_stressors: format!(" --workers 1 --size {size}"),
+        enter_ns: true,
+        ..Default::default()
+    }
+}
+
+/// Processes of the cgroup (`cgroup.procs` of its first required hierarchy).
+pub fn cgroup_procs(cg: &TargetCgroups) -> Vec<u32> {
+    let j = cg.joins.iter().find(|j| j.required).unwrap();
+    std::fs::read_to_string(j.dir.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Live `faultd stress-worker` processes (worker and load processes) of these fault ids; all
+/// of them when `ids` is empty.
+pub fn worker_pids(ids: &[&str]) -> Vec<u32> {
+    faultd::faults::stress::spawn::scan_workers()
+        .into_iter()
+        .filter(|w| ids.is_empty() || ids.contains(&w.fault_id.as_str()))
+        .map(|w| w.pid)
+        .collect()
+}
+
+/// The host pid namespace view of `pid`'s `NSpid` line: one entry per namespace level.
+pub fn nspid(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The active faults (and, with `include_ended`, the ended ones) on the admin socket.
+pub async fn list(admin: &Channel, include_ended: bool) -> Vec<api::Fault> {
+    faults(admin)
+        .list_faults(api::ListFaultsRequest { include_ended })
+        .await
+        .unwrap()
+        .into_inner()
+        .faults
 }

@@ -1,9 +1,13 @@
-//! Shared helpers for the in-process tests: a throwaway PKI, a daemon on ephemeral ports, and
-//! tonic clients with chosen certificates.
+//! Shared helpers of the integration tests: a throwaway PKI, an in-process daemon on ephemeral
+//! ports, and tonic clients with chosen certificates (here); containerd and Docker test
+//! containers (`ctr`, `docker`), host-tier helpers such as faultd as a child process (`host`),
+//! sample statistics (`stats`) and upstream's shell-outs (`upstream`).
 #![allow(dead_code)]
 
 pub mod ctr;
+pub mod docker;
 pub mod host;
+pub mod stats;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -91,27 +95,36 @@ pub async fn start_tls(pki: &Pki, extra: &[&str]) -> (Daemon, tempfile::TempDir)
     (d, state)
 }
 
+/// The common name of the Chaos Mesh controller's client certificate.
+pub const CONTROLLER_CN: &str = "controller-manager.chaos-mesh.org";
+
+/// Client TLS trusting `ca_pem` for the daemon's name, presenting `client` (or no certificate).
+pub fn client_tls(ca_pem: &str, client: Option<&Leaf>) -> ClientTlsConfig {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(faultd::tls::CHAOS_DAEMON_SERVER_NAME);
+    match client {
+        Some(c) => tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem)),
+        None => tls,
+    }
+}
+
 /// A TLS channel to the daemon presenting `client` (or no certificate) and trusting `ca_pem`.
 pub async fn channel(
     d: &Daemon,
     ca_pem: &str,
     client: Option<&Leaf>,
 ) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name(faultd::tls::CHAOS_DAEMON_SERVER_NAME);
-    if let Some(c) = client {
-        tls = tls.identity(Identity::from_pem(&c.cert_pem, &c.key_pem));
-    }
     Endpoint::from_shared(format!("https://{}", d.grpc_addr))
         .unwrap()
-        .tls_config(tls)?
+        .tls_config(client_tls(ca_pem, client))?
         .connect()
         .await
 }
 
 pub async fn good_channel(d: &Daemon, pki: &Pki) -> Channel {
-    let client = pki.client("controller-manager.chaos-mesh.org");
+    let client = pki.client(CONTROLLER_CN);
     channel(d, &pki.ca.cert_pem, Some(&client)).await.unwrap()
 }
 

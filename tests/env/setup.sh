@@ -7,7 +7,9 @@
 #   initramfs-<KVER>.cpio.gz       busybox + tests/env/vm/init + qdisc/netfilter/veth/... modules
 #   testbox.tar                    registry-free busybox OCI image (docker.io/library/testbox:latest)
 # and installs the apt packages the tiers need (only the missing ones; note: qemu-system-x86
-# replaces a preinstalled bookworm-backports qemu-utils on some machines, which is fine).
+# replaces a preinstalled bookworm-backports qemu-utils on some machines, which is fine). The
+# packaged services (containerd, docker) are not started by the install: the tiers start private
+# ones (tests/env/ctr, tests/env/docker), and a stock dockerd would rewrite the host's iptables.
 # env: TESTENV_CACHE (default tests/env/cache)
 set -euo pipefail
 ENV_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +23,7 @@ exec 8>"$CACHE/.setup.lock"
 flock -n 8 || { log "waiting for another setup.sh"; flock 8; }
 
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio containerd runc stress-ng nftables iputils-ping
-          iproute2 e2fsprogs python3 util-linux coreutils gzip curl openssl)
+          iproute2 e2fsprogs python3 util-linux coreutils gzip curl openssl docker.io)
 APT_UPDATED=
 apt_update() { [ -n "$APT_UPDATED" ] || { apt-get update -qq; APT_UPDATED=1; }; }
 
@@ -33,7 +35,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "setup: missing packages (${missing[*]}); run as root" >&2; exit 1; }
   log "installing ${missing[*]}"
   apt_update
+  # no service may start during the install (invoke-rc.d / deb-systemd-invoke ask policy-rc.d):
+  # a temporary "deny all" policy unless the machine already has one (container images do)
+  POLICY=/usr/sbin/policy-rc.d
+  if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\n# tests/env/setup.sh: no service starts during its apt-get install\nexit 101\n' > "$POLICY"
+    chmod 755 "$POLICY"
+    trap 'rm -f "$POLICY"' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ "$(trap -p EXIT)" ]; then rm -f "$POLICY"; trap - EXIT; fi
   log "apt done"
 else
   log "apt packages present"

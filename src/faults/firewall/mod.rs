@@ -133,11 +133,10 @@ fn kernel_lacks_support(errno: i32, what: &str) -> bool {
     ) || (errno == libc::ENOENT && (what.starts_with("add rule") || what.starts_with("add set")))
 }
 
-/// Whether nf_tables answers over netlink in the caller's network namespace (doctor). Blocking:
-/// one socket and one `GETTABLE` round trip.
-pub fn kernel_support() -> Result<(), String> {
-    let mut s = nlsock::NfSocket::open().map_err(|e| e.to_string())?;
-    s.table_state().map(|_| ()).map_err(|e| e.to_string())
+/// Creates and deletes a scratch `inet faultd_probe` table in the caller's network namespace,
+/// over its own netfilter socket (doctor's kernel probe; blocking).
+pub fn probe_table() -> Result<(), FirewallError> {
+    nlsock::NfSocket::open()?.commit("probe", &nl::probe_batch())
 }
 
 /// Reads faultd's table in `ns`.

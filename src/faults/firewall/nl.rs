@@ -516,6 +516,18 @@ pub fn delete_owned_batch(owner: &str) -> Result<Batch, FirewallError> {
     Ok(b)
 }
 
+/// `add table inet faultd_probe; delete table inet faultd_probe` (doctor's kernel probe).
+pub fn probe_batch() -> Batch {
+    let mut b = Batch::default();
+    for (kind, flags) in [(NFT_MSG_NEWTABLE, NLM_F_CREATE), (NFT_MSG_DELTABLE, 0)] {
+        let mut a = Vec::new();
+        put_str(&mut a, NFTA_TABLE_NAME, "faultd_probe");
+        b.msgs
+            .push(Msg::nft(kind, flags, "probe table inet faultd_probe", a));
+    }
+    b
+}
+
 /// The batch of [`super::render::DELETE_ANY_BATCH`].
 pub fn delete_any_batch() -> Batch {
     let mut b = Batch::default();

@@ -2,7 +2,10 @@
 //! for residue faultd could have left (qdiscs carrying faultd's `faXX:` handles, and nft tables
 //! `inet faultd`, that no active fault accounts for), and the process table for
 //! `faultd stress-worker` processes of no active fault. With `fix`, faultd's own residue is
-//! removed.
+//! removed. Kernel features (qdisc kinds, nf_tables) are probed in a throwaway network namespace
+//! ([`probes`]).
+pub mod probes;
+
 use std::collections::HashSet;
 
 use crate::engine::Effect;
@@ -38,6 +41,41 @@ fn check(name: &str, ok: bool, detail: impl Into<String>) -> Check {
         ok,
         detail: detail.into(),
     }
+}
+
+/// The text `faultd ctl doctor` prints: one line per check (`ok`/`FAIL`), then the residue.
+pub fn render_text(checks: &[Check], residue: &[Residue]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        out.push_str(&format!(
+            "{:<4} {:<18} {}\n",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        ));
+    }
+    if residue.is_empty() {
+        out.push_str("no residue found\n");
+    }
+    for x in residue {
+        out.push_str(&format!(
+            "residue {:<6} {} {}{}\n",
+            x.kind,
+            x.location,
+            x.detail,
+            if x.removed { " (removed)" } else { "" }
+        ));
+    }
+    out
+}
+
+/// The names of the checks that failed (a non-empty list makes `faultd ctl doctor` exit 1).
+pub fn failed_checks(checks: &[Check]) -> Vec<&str> {
+    checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 /// Every distinct network namespace on the node, with a process (or bind mount) that holds it.
@@ -136,30 +174,13 @@ pub async fn run(
             "cgroup v1 (legacy or hybrid)"
         },
     ));
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for (module, what) in [
-        ("sch_netem", "network delay/loss"),
-        ("sch_tbf", "bandwidth"),
-    ] {
-        let loaded = std::path::Path::new("/sys/module").join(module).exists();
-        let shipped = std::fs::read_to_string(format!("/lib/modules/{release}/modules.dep"))
-            .map(|d| d.contains(&format!("/{module}.ko")))
-            .unwrap_or(false);
-        let builtin = std::fs::read_to_string(format!("/lib/modules/{release}/modules.builtin"))
-            .map(|d| d.contains(&format!("/{module}.ko")))
-            .unwrap_or(false);
-        report.checks.push(check(
-            module,
-            loaded || shipped || builtin,
-            if loaded || shipped || builtin {
-                format!("available ({what} faults)")
-            } else {
-                format!("not found: {what} faults will fail with FAILED_PRECONDITION")
-            },
-        ));
-    }
+    // What the kernel can do, asked of the kernel (see `probes`).
+    report.checks.extend(
+        probes::probe_kernel()
+            .await
+            .iter()
+            .map(probes::Probe::check),
+    );
 
     // Residue: faultd qdiscs that no active fault accounts for.
     let owned: HashSet<(NsId, String)> = live
@@ -214,17 +235,6 @@ pub async fn run(
         }
     }
     // Residue: faultd nft tables whose owner marker names no fault the journal accounts for.
-    let nf_tables = tokio::task::spawn_blocking(crate::faults::firewall::kernel_support)
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-    report.checks.push(check(
-        "nf_tables",
-        nf_tables.is_ok(),
-        match &nf_tables {
-            Ok(()) => "netlink reachable (network partition faults)".to_string(),
-            Err(e) => format!("{e}: network partition faults will fail"),
-        },
-    ));
     let owners: HashSet<String> = live.iter().map(|r| r.id.clone()).collect();
     for t in crate::faults::firewall::stray_tables(&namespaces, &owners, fix).await {
         report.residue.push(Residue {
@@ -256,7 +266,7 @@ pub async fn run(
         });
     }
     // Residue: resolv.conf files carrying faultd's DNSChaos mark that no active fault wrote.
-    let tokens: HashSet<String> = active
+    let tokens: HashSet<String> = live
         .iter()
         .filter_map(|r| match &r.effect {
             FaultEffect::Dns(d) => Some(d.token.clone()),
@@ -359,4 +369,36 @@ pub async fn after_replay(
         residue.len() - removed
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_line_is_printed_and_failures_are_named() {
+        let checks = vec![
+            check("journal", true, "0 active fault(s) in /var/lib/faultd"),
+            check("sch_netem", false, "missing: the kernel has no sch_netem"),
+            check("sch_tbf", true, "works (bandwidth faults)"),
+        ];
+        let text = render_text(&checks, &[]);
+        assert_eq!(
+            text,
+            "ok   journal            0 active fault(s) in /var/lib/faultd\n\
+             FAIL sch_netem          missing: the kernel has no sch_netem\n\
+             ok   sch_tbf            works (bandwidth faults)\n\
+             no residue found\n"
+        );
+        assert_eq!(failed_checks(&checks), ["sch_netem"]);
+        assert!(failed_checks(&checks[..1]).is_empty());
+        let residue = [Residue {
+            kind: "qdisc".into(),
+            location: "netns 4:1 (pid 7) dev d0".into(),
+            detail: "tbf fa01:".into(),
+            removed: true,
+        }];
+        assert!(render_text(&checks[..1], &residue)
+            .ends_with("residue qdisc  netns 4:1 (pid 7) dev d0 tbf fa01: (removed)\n"));
+    }
 }
