@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# faultd image: the daemon, the `nft` CLI and the shared libraries both need, on an empty base.
+# faultd image: the daemon and the shared libraries it needs (glibc, libgcc_s), on an empty base.
+# Network partitions talk nf_tables netlink directly: no `nft` program, no nftables libraries.
 # No shell, no package manager. `/usr/local/bin/chaos-daemon` links to faultd so Chaos Mesh's Helm
 # chart (`command: [/usr/local/bin/chaos-daemon, --runtime, ..., --grpc-port, ...]`) runs it
 # unchanged. Contents and size: deploy/README.md ("The image"); tests/deploy/test_image.py
@@ -21,11 +22,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin faultd
 
 # --- 2. lay out the runtime filesystem ----------------------------------------------------------
-# Same Debian release as the builder, so faultd's glibc and nft's libraries come from one place.
+# Same Debian release as the builder, so faultd's glibc comes from the release it was linked with.
 FROM debian:bookworm-slim AS rootfs
-RUN apt-get update \
- && apt-get install -y --no-install-recommends nftables netbase \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*
 COPY deploy/image/assemble-rootfs.sh /usr/local/sbin/assemble-rootfs.sh
 COPY --from=builder /src/target/release/faultd /staging/faultd
 RUN sh /usr/local/sbin/assemble-rootfs.sh /staging/faultd /rootfs

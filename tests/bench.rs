@@ -204,11 +204,20 @@ impl BenchDaemon {
     /// Starts `faultd --insecure` on free ports with `state` as its state dir. Logs (default
     /// level, as in production) go to `state/../<state name>.log`, not to the test output.
     fn spawn(state: &Path) -> BenchDaemon {
+        Self::spawn_with(state, &[])
+    }
+
+    /// [`BenchDaemon::spawn`] with extra arguments (`FAULTD_BENCH_BIN` overrides the binary,
+    /// e.g. to measure another build of faultd in the same way).
+    fn spawn_with(state: &Path, extra: &[&str]) -> BenchDaemon {
         let [grpc_port, http_port] = free_ports::<2>();
         std::fs::create_dir_all(state).unwrap();
         let log = std::fs::File::create(state.with_extension("log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultd"));
+        let bin = std::env::var_os("FAULTD_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_faultd").into());
+        let mut cmd = Command::new(bin);
         cmd.args(["--insecure", "--listen-address", "127.0.0.1"])
+            .args(extra)
             .args(["--grpc-port", &grpc_port.to_string()])
             .args(["--http-port", &http_port.to_string()])
             .arg("--state-dir")
@@ -312,7 +321,12 @@ struct Snap {
 }
 
 fn snap(text: &str, method: &str) -> Snap {
-    let svc = r#"grpc_service="faultd.v1.Faults""#;
+    snap_of(text, "faultd.v1.Faults", method)
+}
+
+fn snap_of(text: &str, service: &str, method: &str) -> Snap {
+    let svc = format!(r#"grpc_service="{service}""#);
+    let svc = svc.as_str();
     let m = format!(r#"grpc_method="{method}""#);
     Snap {
         sum: metric(
@@ -1315,4 +1329,422 @@ async fn bench_memory_and_size() {
     )
     .extra(json!({"path": bin, "file": file, "stripped": file.contains(", stripped")}))
     .print();
+}
+
+// ---------------------------------------------------------------------------------------------
+// network partitions: updates of a live partition, and a fan-out over many namespaces
+
+fn cgroup_root() -> PathBuf {
+    [
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/pids",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|c| c.join("cgroup.procs").exists())
+    .expect("a writable cgroup hierarchy")
+}
+
+/// Puts a namespace's holder into a cgroup named like a docker container, so the daemon
+/// (`--runtime docker` at a socket that does not exist) resolves `docker://<id>` to it from
+/// /proc; the cgroup is removed on drop.
+struct Container {
+    id: String,
+    cgroup: PathBuf,
+}
+
+impl Container {
+    fn of(ns: &Netns) -> Container {
+        let id = format!(
+            "{:032x}{:032x}",
+            uuid::Uuid::new_v4().as_u128(),
+            uuid::Uuid::new_v4().as_u128()
+        );
+        let cgroup = cgroup_root().join(&id);
+        std::fs::create_dir(&cgroup).unwrap();
+        std::fs::write(cgroup.join("cgroup.procs"), ns.pid().to_string()).unwrap();
+        Container {
+            id: format!("docker://{id}"),
+            cgroup,
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // The holder must leave first: move it back to the root.
+        if let Ok(pids) = std::fs::read_to_string(self.cgroup.join("cgroup.procs")) {
+            for p in pids.lines() {
+                let _ = std::fs::write(cgroup_root().join("cgroup.procs"), p);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+fn partition_daemon(state: &Path) -> BenchDaemon {
+    let missing = state.with_extension("no-docker.sock");
+    let missing = missing.to_str().unwrap();
+    BenchDaemon::spawn_with(
+        state,
+        &["--runtime", "docker", "--runtime-socket-path", missing],
+    )
+}
+
+fn ipsets(container: &str, k: usize) -> faultd::proto::pb::IpSetsRequest {
+    use faultd::proto::pb;
+    pb::IpSetsRequest {
+        ipsets: vec![
+            pb::IpSet {
+                name: "fdb_net".into(),
+                r#type: "hash:net".into(),
+                cidrs: vec![format!("10.210.{k}.0/24"), "10.96.0.0/12".into()],
+                ..Default::default()
+            },
+            pb::IpSet {
+                name: "fdb_np".into(),
+                r#type: "hash:net,port".into(),
+                cidr_and_ports: vec![pb::CidrAndPort {
+                    cidr: format!("10.211.{k}.7"),
+                    port: 8080,
+                }],
+                ..Default::default()
+            },
+            pb::IpSet {
+                name: "fdb_all".into(),
+                r#type: "list:set".into(),
+                set_names: vec!["fdb_net".into(), "fdb_np".into()],
+                ..Default::default()
+            },
+        ],
+        container_id: container.into(),
+        enter_ns: true,
+        pod_uid: String::new(),
+    }
+}
+
+fn chains(container: &str, k: usize) -> faultd::proto::pb::IptablesChainsRequest {
+    use faultd::proto::pb;
+    let target = if k.is_multiple_of(2) {
+        "DROP"
+    } else {
+        "REJECT"
+    };
+    pb::IptablesChainsRequest {
+        chains: vec![
+            pb::Chain {
+                name: "INPUT/fdb-in".into(),
+                direction: pb::chain::Direction::Input as i32,
+                ipsets: vec!["fdb_all".into()],
+                target: target.into(),
+                device: "d0".into(),
+                ..Default::default()
+            },
+            pb::Chain {
+                name: "OUTPUT/fdb-out".into(),
+                direction: pb::chain::Direction::Output as i32,
+                ipsets: vec!["fdb_net".into()],
+                target: "DROP".into(),
+                device: "d0".into(),
+                ..Default::default()
+            },
+        ],
+        container_id: container.into(),
+        enter_ns: true,
+        pod_uid: String::new(),
+    }
+}
+
+fn tcs(container: &str, k: usize) -> faultd::proto::pb::TcsRequest {
+    let mut r = tbf_request(
+        "d0",
+        if k.is_multiple_of(2) {
+            "1mbit"
+        } else {
+            "2mbit"
+        },
+    );
+    r.container_id = container.into();
+    r.enter_ns = true;
+    r
+}
+
+/// Whether faultd's nft table is in the namespace of `pid` (read natively).
+async fn has_table(pid: u32) -> bool {
+    let ns = faultd::ns::Namespace::of_pid(pid, faultd::ns::NsKind::Net).unwrap();
+    matches!(
+        faultd::faults::firewall::table_state(&ns).await.unwrap(),
+        faultd::faults::firewall::TableState::Present(_)
+    )
+}
+
+#[tokio::test]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_partition_update_latency() {
+    use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
+    let iters = (env_usize("FAULTD_BENCH_ITERS", 400) / 2).max(2);
+    let warmup = 3;
+    let state = tempdir();
+    let ns = Netns::new("bench-part");
+    let ctr = Container::of(&ns);
+    let mut d = partition_daemon(&state.path().join("state"));
+    let _ = d.ready().await;
+    let mut c = ChaosDaemonClient::new(d.tcp_channel().await);
+    let id = ctr.id.clone();
+    // The partition and the qdisc the updates replace.
+    c.flush_ip_sets(ipsets(&id, 0)).await.unwrap();
+    c.set_iptables_chains(chains(&id, 0)).await.unwrap();
+    c.set_tcs(tcs(&id, 0)).await.unwrap();
+    assert!(has_table(ns.pid()).await);
+
+    const METHODS: [&str; 3] = ["SetTcs", "SetIptablesChains", "FlushIPSets"];
+    let mut client: [Vec<f64>; 3] = Default::default();
+    let mut server: [Vec<f64>; 3] = Default::default();
+    // Server-side minus the journal's fdatasyncs in the call, and the fdatasyncs per call.
+    let mut nojournal: [Vec<f64>; 3] = Default::default();
+    let mut fsyncs: [Vec<f64>; 3] = Default::default();
+    let mut mismatch = 0;
+    for i in 0..warmup + iters {
+        let scrape = i % 2 == 1;
+        for j in 0..3 {
+            let m = (i + j) % 3; // each method follows each other one in turn
+            let k = i + 1;
+            let before = if scrape {
+                snap_of(&d.metrics().await, "pb.ChaosDaemon", METHODS[m])
+            } else {
+                Snap::default()
+            };
+            let t = Instant::now();
+            let r = match m {
+                0 => c.set_tcs(tcs(&id, k)).await.map(|_| ()),
+                1 => c.set_iptables_chains(chains(&id, k)).await.map(|_| ()),
+                _ => c.flush_ip_sets(ipsets(&id, k)).await.map(|_| ()),
+            };
+            let took = t.elapsed();
+            r.unwrap_or_else(|e| panic!("{} #{i}: {e}", METHODS[m]));
+            if i < warmup {
+                continue;
+            }
+            if !scrape {
+                client[m].push(ms(took));
+                continue;
+            }
+            let after = snap_of(&d.metrics().await, "pb.ChaosDaemon", METHODS[m]);
+            match one_call(before, after) {
+                Some((h, f, n)) => {
+                    server[m].push(h);
+                    nojournal[m].push(h - f);
+                    fsyncs[m].push(n);
+                }
+                None => mismatch += 1,
+            }
+        }
+    }
+    // Recover everything; nothing may be left.
+    c.set_tcs(faultd::proto::pb::TcsRequest {
+        container_id: id.clone(),
+        enter_ns: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.set_iptables_chains(chains(&id, 0).tap_empty())
+        .await
+        .unwrap();
+    c.flush_ip_sets(ipsets(&id, 0).tap_empty()).await.unwrap();
+    d.assert_alive();
+    assert!(!has_table(ns.pid()).await, "residue: table inet faultd");
+    assert!(!ns.has_faultd_qdisc(), "residue: {}", ns.qdisc_dump());
+    assert_eq!(mismatch, 0, "metrics saw other calls between scrapes");
+    drop(c);
+    drop(d);
+
+    let st: Vec<Stats> = client.iter().map(|v| Stats::of(v)).collect();
+    let ss: Vec<Stats> = server.iter().map(|v| Stats::of(v)).collect();
+    let sn: Vec<Stats> = nojournal.iter().map(|v| Stats::of(v)).collect();
+    let sf: Vec<Stats> = fsyncs.iter().map(|v| Stats::of(v)).collect();
+    let settcs = "SetTcs update (tbf rate change) in the same run, client-observed";
+    for (m, id, what) in [
+        (
+            1,
+            "partition_chains_update",
+            "SetIptablesChains update (2 chains)",
+        ),
+        (
+            2,
+            "partition_ipsets_update",
+            "FlushIPSets update (3 ipsets)",
+        ),
+    ] {
+        row(
+            Box::leak(format!("{id}_server_p50").into_boxed_str()),
+            Box::leak(format!("{what} p50, server-side").into_boxed_str()),
+            "ms",
+            ss[m].p50,
+        )
+        .target(Target::AtMost(1.0))
+        .extra(json!({"faultd": ss[m].json(), "iterations": iters,
+                      "without_fdatasyncs": sn[m].json(), "fdatasyncs_per_call": sf[m].json()}))
+        .print();
+        row(
+            Box::leak(format!("{id}_server_nojournal_p50").into_boxed_str()),
+            Box::leak(format!("{what} p50, server-side without its fdatasyncs").into_boxed_str()),
+            "ms",
+            sn[m].p50,
+        )
+        .extra(json!({"faultd": sn[m].json(), "settcs": sn[0].json()}))
+        .print();
+        row(
+            Box::leak(format!("{id}_client_p50").into_boxed_str()),
+            Box::leak(format!("{what} p50, client (gRPC TCP), against SetTcs").into_boxed_str()),
+            "ms",
+            st[m].p50,
+        )
+        .baseline(st[0].p50, settcs)
+        .target(Target::RatioAtLeast(0.5))
+        .extra(json!({"faultd": st[m].json(), "settcs": st[0].json()}))
+        .print();
+    }
+    row(
+        "settcs_update_server_p50",
+        "SetTcs update p50, server-side (pb.ChaosDaemon, same run as the partition rows)",
+        "ms",
+        ss[0].p50,
+    )
+    .extra(
+        json!({"faultd": ss[0].json(), "without_fdatasyncs": sn[0].json(),
+                  "fdatasyncs_per_call": sf[0].json()}),
+    )
+    .print();
+}
+
+trait Empty {
+    fn tap_empty(self) -> Self;
+}
+
+impl Empty for faultd::proto::pb::IpSetsRequest {
+    fn tap_empty(mut self) -> Self {
+        self.ipsets.clear();
+        self
+    }
+}
+
+impl Empty for faultd::proto::pb::IptablesChainsRequest {
+    fn tap_empty(mut self) -> Self {
+        self.chains.clear();
+        self
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_partition_fanout_netns() {
+    use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
+    let n = env_usize("FAULTD_BENCH_NETNS", 200);
+    let clients = env_usize("FAULTD_BENCH_CLIENTS", 20).max(1);
+    let all = make_netns("bench-pfan", n);
+    let ctrs: Vec<Container> = all.iter().map(Container::of).collect();
+    let ids: Arc<Vec<String>> = Arc::new(ctrs.iter().map(|c| c.id.clone()).collect());
+    let state = tempdir();
+    let mut d = partition_daemon(&state.path().join("state"));
+    let _ = d.ready().await;
+    let ch = d.tcp_channel().await;
+
+    // Each client takes the next namespace: FlushIPSets + SetIptablesChains (apply), then the
+    // same with empty lists (recover).
+    async fn fan(
+        ch: &Channel,
+        ids: &Arc<Vec<String>>,
+        clients: usize,
+        apply: bool,
+    ) -> (Duration, usize, Vec<f64>) {
+        let next = Arc::new(AtomicUsize::new(0));
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (ch, ids, next) = (ch.clone(), ids.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut c = ChaosDaemonClient::new(ch);
+                let (mut errors, mut lat) = (0, Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
+                    let t = Instant::now();
+                    let r = if apply {
+                        match c.flush_ip_sets(ipsets(id, i % 250)).await {
+                            Ok(_) => c.set_iptables_chains(chains(id, i)).await.map(|_| ()),
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        match c.set_iptables_chains(chains(id, i).tap_empty()).await {
+                            Ok(_) => c.flush_ip_sets(ipsets(id, 0).tap_empty()).await.map(|_| ()),
+                            Err(e) => Err(e),
+                        }
+                    };
+                    lat.push(ms(t.elapsed()));
+                    if let Err(e) = r {
+                        eprintln!("{id}: {e}");
+                        errors += 1;
+                    }
+                }
+                (errors, lat)
+            }));
+        }
+        let (mut errors, mut lat) = (0, Vec::new());
+        for t in tasks {
+            let (e, l) = t.await.unwrap();
+            errors += e;
+            lat.extend(l);
+        }
+        (t0.elapsed(), errors, lat)
+    }
+    let (apply_total, apply_errors, apply_lat) = fan(&ch, &ids, clients, true).await;
+    let mut missing = 0;
+    for ns in &all {
+        if !has_table(ns.pid()).await {
+            missing += 1;
+        }
+    }
+    let (recover_total, recover_errors, recover_lat) = fan(&ch, &ids, clients, false).await;
+    let mut residue = 0;
+    for ns in &all {
+        if has_table(ns.pid()).await {
+            residue += 1;
+        }
+    }
+    d.assert_alive();
+    let peak = d.mib("VmHWM");
+    drop(ch);
+    drop(d);
+    drop(ctrs);
+    let errors = apply_errors + recover_errors + missing + residue;
+    let (al, rl) = (Stats::of(&apply_lat), Stats::of(&recover_lat));
+    row(
+        "partition_fanout_errors",
+        "partition fan-out: errors (failed RPCs, namespaces without the table after apply, tables left after recover)",
+        "count",
+        errors as f64,
+    )
+    .target(Target::Exactly(0.0))
+    .extra(json!({"netns": n, "clients": clients, "apply_errors": apply_errors,
+                  "recover_errors": recover_errors, "missing": missing, "residue": residue}))
+    .print();
+    row(
+        "partition_fanout_apply_total",
+        "partition fan-out: FlushIPSets + SetIptablesChains in every namespace, total",
+        "ms",
+        ms(apply_total),
+    )
+    .extra(json!({"per_namespace": al.json(), "peak_rss_mib": r4(peak)}))
+    .print();
+    row(
+        "partition_fanout_recover_total",
+        "partition fan-out: recover (both parts emptied) in every namespace, total",
+        "ms",
+        ms(recover_total),
+    )
+    .extra(json!({"per_namespace": rl.json()}))
+    .print();
+    assert_eq!(errors, 0, "partition fan-out errors");
 }

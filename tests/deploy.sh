@@ -6,27 +6,13 @@
 #
 # Needs target/release/faultd (`cargo build --release`; the image tests fail, saying so, without
 # it). Installs its Python tools from tests/deploy/requirements.txt into a venv under
-# tests/env/cache/venv once (reinstalled only when that file changes), and Debian's nftables and
-# netbase if missing (the image's nft and /etc/protocols come from them). As root, the assembled
-# image filesystem is also run under chroot; otherwise those tests are skipped.
+# tests/env/cache/venv once (reinstalled only when that file changes). The image holds no nft
+# (partitions use nf_tables netlink). As root, the assembled image filesystem is also run under
+# chroot; otherwise those tests are skipped.
 # Env: FAULTD_DEPLOY_VENV (venv path).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-
-missing=()
-for pkg in nftables netbase; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "deploy.sh: installing ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
-  else
-    echo "deploy.sh: missing Debian packages ${missing[*]} (the image tests will fail)" >&2
-  fi
-fi
 
 VENV=${FAULTD_DEPLOY_VENV:-$ROOT/tests/env/cache/venv}
 REQ=$ROOT/tests/deploy/requirements.txt

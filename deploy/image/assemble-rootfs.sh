@@ -8,10 +8,8 @@
 # DEST gets:
 #   /usr/local/bin/faultd                the daemon
 #   /usr/local/bin/chaos-daemon          -> faultd (the Chaos Mesh chart runs this path)
-#   /usr/sbin/nft                        nftables CLI (network partitions)
-#   /lib*/...                            every shared library ldd reports for both, at the path the
-#                                        loader asks for, plus the ELF interpreter
-#   /etc/protocols, /etc/services        protocol/port names for nft (Debian's netbase)
+#   /lib*/...                            every shared library ldd reports for faultd, at the path
+#                                        the loader asks for, plus the ELF interpreter
 #   /etc/passwd, /etc/group              root only
 #   /run/{containerd,k3s,crio,docker.sock,netns} -> /host-run/...   see below
 #   /var/run -> /run, /tmp (1777), /var/lib/faultd (journal mount point)
@@ -28,24 +26,17 @@ if [ $# -ne 2 ]; then
 fi
 bin=$1
 dest=$2
-nft=${NFT:-/usr/sbin/nft}
-etc=${ETC_SOURCE:-/etc}
 [ -x "$bin" ] || { echo "assemble-rootfs: $bin is not an executable file" >&2; exit 1; }
-[ -x "$nft" ] || { echo "assemble-rootfs: $nft not found (install Debian's nftables)" >&2; exit 1; }
-[ -f "$etc/protocols" ] && [ -f "$etc/services" ] ||
-  { echo "assemble-rootfs: $etc/protocols or $etc/services missing (install Debian's netbase)" >&2; exit 1; }
 
-mkdir -p "$dest/usr/local/bin" "$dest/usr/sbin" "$dest/etc" "$dest/run" "$dest/var/lib/faultd" "$dest/tmp"
+mkdir -p "$dest/usr/local/bin" "$dest/etc" "$dest/run" "$dest/var/lib/faultd" "$dest/tmp"
 chmod 1777 "$dest/tmp"
 cp "$bin" "$dest/usr/local/bin/faultd"
 chmod 0755 "$dest/usr/local/bin/faultd"
 ln -sfn faultd "$dest/usr/local/bin/chaos-daemon"
-cp "$nft" "$dest/usr/sbin/nft"
-chmod 0755 "$dest/usr/sbin/nft"
 
 # Shared libraries: "name => /path (addr)" lines and the interpreter's "/path (addr)" line.
 # A "not found" dependency is an error: the image would not start.
-libs=$( { ldd "$bin"; ldd "$nft"; } | awk '
+libs=$(ldd "$bin" | awk '
   /not found/ { print "MISSING:" $1; next }
   $2 == "=>" && $3 ~ /^\// { print $3; next }
   $1 ~ /^\// { print $1 }' | sort -u)
@@ -59,7 +50,6 @@ for lib in $libs; do
 done
 chmod 0755 "$dest"/lib64/ld-linux-*.so.* 2>/dev/null || true
 
-cp "$etc/protocols" "$etc/services" "$dest/etc/"
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\n' > "$dest/etc/passwd"
 printf 'root:x:0:\n' > "$dest/etc/group"
 

@@ -7,8 +7,6 @@
 //! that namespace's `lo`: a root qdisc of each kind faultd installs is added and deleted again,
 //! and nf_tables is asked to create and delete an `inet` table. The namespace disappears with
 //! the thread, so nothing a probe does can be seen anywhere else, even if a delete fails.
-use std::process::{Command, Stdio};
-
 use nix::sched::CloneFlags;
 
 use super::Check;
@@ -122,44 +120,18 @@ fn probe_qdisc(sock: &mut RouteSocket, ifindex: u32, kind: &str) -> Verdict {
 }
 
 /// nf_tables (network partitions, tc rules filtered by ipset): creates and deletes an `inet`
-/// table with the `nft` program, in the calling thread's network namespace. Kept to this one
-/// function: it moves to netlink with the firewall module.
+/// table over nf_tables netlink, as faultd's firewall does (one batch), in the calling thread's
+/// network namespace.
 pub fn probe_nftables() -> Verdict {
-    let Some(nft) = crate::faults::firewall::nft::program() else {
-        return Verdict::Missing(
-            "the nft program (Debian package nftables) is not installed".into(),
-        );
-    };
-    let out = Command::new(nft)
-        .args([
-            "add",
-            "table",
-            "inet",
-            "faultd_probe",
-            ";",
-            "delete",
-            "table",
-            "inet",
-            "faultd_probe",
-        ])
-        .stdin(Stdio::null())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Verdict::Works,
-        Ok(o) => {
-            let stderr = String::from_utf8_lossy(&o.stderr);
-            let first = stderr.lines().next().unwrap_or("").trim().to_string();
-            let why = format!("nft add table inet: {} ({})", first, o.status);
-            if stderr.contains("Operation not supported")
-                || stderr.contains("Protocol not supported")
-                || stderr.contains("No such file or directory")
-            {
-                Verdict::Missing(format!("the kernel has no nf_tables: {why}"))
-            } else {
-                Verdict::Unknown(why)
-            }
+    use crate::faults::firewall::FirewallError;
+    match crate::faults::firewall::probe_table() {
+        Ok(()) => Verdict::Works,
+        Err(e @ FirewallError::Kernel { .. })
+            if e.kind() == crate::engine::FailureKind::FailedPrecondition =>
+        {
+            Verdict::Missing(format!("the kernel has no nf_tables: {e}"))
         }
-        Err(e) => Verdict::Unknown(format!("running {nft}: {e}")),
+        Err(e) => Verdict::Unknown(e.to_string()),
     }
 }
 

@@ -3,45 +3,39 @@
 use std::collections::{HashMap, HashSet};
 
 use super::model::*;
+use super::rule::{Reject, Rule, SetMatch, Verdict};
 use super::validate::*;
 use super::FirewallError;
 
-/// The nft verdicts for `target` on a rule restricted to `family`: one, or two with a
+/// The verdicts for `target` on a rule restricted to `family`: one, or two with a
 /// `meta nfproto` prefix when the ICMP type differs between IPv4 and IPv6 and the rule is not
 /// restricted to one family.
-pub(super) fn verdicts(target: Target, family: Family) -> Vec<(Option<&'static str>, String)> {
-    let icmpx = |t: &str| vec![(None, format!("reject with icmpx type {t}"))];
-    let split = |v4: &str, v6: &str| match family {
-        Family::V4 => vec![(None, format!("reject with icmp type {v4}"))],
-        Family::V6 => vec![(None, format!("reject with icmpv6 type {v6}"))],
-        Family::Any => vec![
-            (
-                Some("meta nfproto ipv4"),
-                format!("reject with icmp type {v4}"),
-            ),
-            (
-                Some("meta nfproto ipv6"),
-                format!("reject with icmpv6 type {v6}"),
-            ),
-        ],
+pub(super) fn verdicts(target: Target, family: Family) -> Vec<(Option<Family>, Verdict)> {
+    let icmpx = |code: u8, t: &'static str| vec![(None, Verdict::Reject(Reject::Icmpx(code, t)))];
+    let split = |v4: (u8, &'static str), v6: (u8, &'static str)| {
+        let r4 = Verdict::Reject(Reject::Icmp(v4.0, v4.1));
+        let r6 = Verdict::Reject(Reject::Icmpv6(v6.0, v6.1));
+        match family {
+            Family::V4 => vec![(None, r4)],
+            Family::V6 => vec![(None, r6)],
+            Family::Any => vec![(Some(Family::V4), r4), (Some(Family::V6), r6)],
+        }
     };
     match target {
-        Target::Classify(c) => vec![(
-            None,
-            format!("meta priority set {:x}:{:x}", c >> 16, c & 0xffff),
-        )],
-        Target::Drop => vec![(None, "drop".into())],
-        Target::Accept => vec![(None, "accept".into())],
+        Target::Classify(c) => vec![(None, Verdict::Priority(c))],
+        Target::Drop => vec![(None, Verdict::Drop)],
+        Target::Accept => vec![(None, Verdict::Accept)],
+        // Codes: NFT_REJECT_ICMPX_*, ICMP_* (destination unreachable), ICMPV6_* (ditto).
         Target::Reject(r) => match r {
-            RejectWith::TcpReset => vec![(None, "reject with tcp reset".into())],
-            RejectWith::PortUnreachable => icmpx("port-unreachable"),
-            RejectWith::HostUnreachable => icmpx("host-unreachable"),
-            RejectWith::NetUnreachable => icmpx("no-route"),
-            RejectWith::AdminProhibited => icmpx("admin-prohibited"),
+            RejectWith::TcpReset => vec![(None, Verdict::Reject(Reject::TcpReset))],
+            RejectWith::PortUnreachable => icmpx(1, "port-unreachable"),
+            RejectWith::HostUnreachable => icmpx(2, "host-unreachable"),
+            RejectWith::NetUnreachable => icmpx(0, "no-route"),
+            RejectWith::AdminProhibited => icmpx(3, "admin-prohibited"),
             // ICMPv6 has no "protocol unreachable" destination-unreachable code.
-            RejectWith::ProtoUnreachable => split("prot-unreachable", "port-unreachable"),
-            RejectWith::NetProhibited => split("net-prohibited", "admin-prohibited"),
-            RejectWith::HostProhibited => split("host-prohibited", "admin-prohibited"),
+            RejectWith::ProtoUnreachable => split((2, "prot-unreachable"), (4, "port-unreachable")),
+            RejectWith::NetProhibited => split((9, "net-prohibited"), (1, "admin-prohibited")),
+            RejectWith::HostProhibited => split((10, "host-prohibited"), (1, "admin-prohibited")),
         },
     }
 }
@@ -54,7 +48,8 @@ pub(super) struct Resolved {
 }
 
 impl Resolved {
-    pub(super) fn elements(&self, kind: SetKind) -> Vec<String> {
+    /// The set elements of `kind`, normalized and in canonical order.
+    pub(super) fn keys(&self, kind: SetKind) -> Vec<(Net, Option<u16>)> {
         let v6 = kind.family() == Family::V6;
         if kind.has_port() {
             normalize_net_ports(
@@ -65,14 +60,22 @@ impl Resolved {
                     .collect(),
             )
             .into_iter()
-            .map(|(n, p)| format!("{} . {p}", n.render()))
+            .map(|(n, p)| (n, Some(p)))
             .collect()
         } else {
             normalize_nets(self.nets.iter().filter(|n| n.v6 == v6).copied().collect())
                 .into_iter()
-                .map(Net::render)
+                .map(|n| (n, None))
                 .collect()
         }
+    }
+}
+
+/// One set element in nft syntax.
+pub(super) fn element_text((n, p): &(Net, Option<u16>)) -> String {
+    match p {
+        Some(p) => format!("{} . {p}", n.render()),
+        None => n.render(),
     }
 }
 
@@ -284,23 +287,6 @@ pub(super) fn validate_chain<'a>(i: usize, c: &'a Chain) -> Result<ValidChain<'a
     })
 }
 
-pub(super) fn render_ports(ranges: &[(u16, u16)]) -> String {
-    let item = |(lo, hi): &(u16, u16)| {
-        if lo == hi {
-            lo.to_string()
-        } else {
-            format!("{lo}-{hi}")
-        }
-    };
-    match ranges {
-        [one] => item(one),
-        many => format!(
-            "{{ {} }}",
-            many.iter().map(item).collect::<Vec<_>>().join(", ")
-        ),
-    }
-}
-
 /// The rules of one chain. Upstream writes one iptables rule per ipset
 /// (`-i|-o <device> -m set --match-set <ipset> src,dst|dst,dst ... -j <target>`), or one rule
 /// without `-m set` when the chain names no ipset. Here each ipset becomes one rule per
@@ -309,40 +295,10 @@ pub(super) fn render_ports(ranges: &[(u16, u16)]) -> String {
 pub(super) fn chain_rules(
     vc: &ValidChain,
     sets: &HashMap<&str, Vec<(SetKind, String)>>,
-) -> Vec<String> {
+) -> Vec<Rule> {
     let c = vc.chain;
-    let (iface, addr) = match c.direction {
-        Direction::Input => (format!("iifname \"{}\"", vc.device), "saddr"),
-        Direction::Output => (format!("oifname \"{}\"", vc.device), "daddr"),
-    };
-    let mut matches: Vec<String> = Vec::new();
-    let proto = vc.protocol.map(|p| match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Icmp => "icmp",
-    });
-    match vc.protocol {
-        Some(Protocol::Icmp) => matches.push("meta l4proto { icmp, ipv6-icmp }".into()),
-        Some(_) => matches.push(format!("meta l4proto {}", proto.unwrap_or_default())),
-        None => {}
-    }
-    if let (Some(p), Some(r)) = (proto, &vc.sports) {
-        matches.push(format!("{p} sport {}", render_ports(r)));
-    }
-    if let (Some(p), Some(r)) = (proto, &vc.dports) {
-        matches.push(format!("{p} dport {}", render_ports(r)));
-    }
-    if let Some((m, cmp)) = vc.flags {
-        if m != 0 {
-            matches.push(format!(
-                "tcp flags & {} == {}",
-                render_flags(m),
-                render_flags(cmp)
-            ));
-        }
-    }
-    // (family, set match) per rule.
-    let mut selectors: Vec<(Family, Option<String>)> = Vec::new();
+    // The set match of each rule; `None`: the chain names no ipset and matches everything.
+    let mut selectors: Vec<(Family, Option<SetMatch>)> = Vec::new();
     if c.ipsets.is_empty() {
         selectors.push((Family::Any, None));
     }
@@ -357,33 +313,33 @@ pub(super) fn chain_rules(
             if kind.has_port() && matches!(vc.protocol, Some(Protocol::Udp | Protocol::Icmp)) {
                 continue;
             }
-            let ip = if kind.family() == Family::V6 {
-                "ip6"
-            } else {
-                "ip"
-            };
             // `src,dst` (INPUT) / `dst,dst` (OUTPUT): the address is the source resp.
             // destination, the port of a hash:net,port set is always the destination port.
-            let m = if kind.has_port() {
-                format!("{ip} {addr} . tcp dport @{nft_name}")
-            } else {
-                format!("{ip} {addr} @{nft_name}")
-            };
-            selectors.push((kind.family(), Some(m)));
+            selectors.push((
+                kind.family(),
+                Some(SetMatch {
+                    kind: *kind,
+                    source: c.direction == Direction::Input,
+                    set: nft_name.clone(),
+                }),
+            ));
         }
     }
+    let flags = vc.flags.filter(|(m, _)| *m != 0);
     let mut rules = Vec::new();
-    for (family, set_match) in selectors {
+    for (family, set) in selectors {
         for (nfproto, verdict) in verdicts(vc.target, family) {
-            let mut words: Vec<&str> = vec![&iface];
-            words.extend(nfproto);
-            if let Some(m) = &set_match {
-                words.push(m);
-            }
-            words.extend(matches.iter().map(String::as_str));
-            words.push("counter");
-            words.push(&verdict);
-            rules.push(words.join(" "));
+            rules.push(Rule {
+                direction: c.direction,
+                device: vc.device.to_string(),
+                nfproto,
+                set: set.clone(),
+                protocol: vc.protocol,
+                sports: vc.sports.clone(),
+                dports: vc.dports.clone(),
+                flags,
+                verdict,
+            });
         }
     }
     rules
@@ -473,8 +429,8 @@ pub fn compile(state: &DesiredState) -> Result<Table, FirewallError> {
     for (name, r) in &resolved {
         let mut kinds = Vec::new();
         for kind in SetKind::ALL {
-            let elements = r.elements(kind);
-            if elements.is_empty() {
+            let keys = r.keys(kind);
+            if keys.is_empty() {
                 continue;
             }
             let nft_name = nft_set_name(kind, name);
@@ -482,7 +438,8 @@ pub fn compile(state: &DesiredState) -> Result<Table, FirewallError> {
             table.sets.push(NftSet {
                 name: nft_name,
                 kind,
-                elements,
+                elements: keys.iter().map(element_text).collect(),
+                keys,
             });
         }
         by_name.insert(name.as_str(), kinds);

@@ -5,10 +5,12 @@
 //! deletes them (#4336), and its image forces iptables-legacy (#4251). faultd keeps the pod's
 //! desired state instead (the last ipsets and the last chains; each RPC carries the full list
 //! of its part, an empty list means recover) in the fault record, renders the whole table from
-//! it on every call and loads it with `nft -f -` in one transaction. Recovering deletes the
-//! table: nothing else is left in the namespace. nft tables sit beside iptables (legacy or nft)
-//! in netfilter, so the host's iptables flavour does not matter. Needs `CAP_NET_ADMIN` (and
-//! `CAP_SYS_ADMIN` to enter the namespace) and the `nft` program (Debian package `nftables`).
+//! it on every call and loads it as one nf_tables netlink batch, one transaction ([`nl`], sent
+//! over a per-namespace socket kept open while faults live there, [`conn`]). Recovering deletes
+//! the table: nothing else is left in the namespace. nft tables sit beside iptables (legacy or
+//! nft) in netfilter, so the host's iptables flavour does not matter. Needs `CAP_NET_ADMIN` (and
+//! `CAP_SYS_ADMIN` to enter the namespace); no `nft` program (the text form, [`render`], is what
+//! `nft list table inet faultd` shows, and what the tests compare against a real nft).
 //!
 //! Mapping of upstream semantics (see [`model`] and [`render`] for the details):
 //! * `hash:net` → nft interval sets of addresses (`v4_<name>`, `v6_<name>`; IPv6 entries are
@@ -37,9 +39,13 @@
 //! previous state in place. A `faultd` table carrying no marker of a fault faultd knows is not
 //! touched: applying refuses with FAILED_PRECONDITION, and `faultd doctor --fix` removes it.
 mod compile;
+pub mod conn;
 pub mod model;
-pub mod nft;
+pub mod nl;
+pub mod nlsock;
+mod nlwire;
 pub mod render;
+pub mod rule;
 mod validate;
 
 use futures_util::future::BoxFuture;
@@ -59,7 +65,7 @@ pub use model::{
     check_references, compile, validate_part, Chain, CidrAndPort, Classify, DesiredState,
     Direction, IpSet, Part, Table,
 };
-pub use nft::TableState;
+pub use nlsock::{Listing, TableState};
 
 /// Errors of partition requests and of the nft calls behind them.
 #[derive(Debug, thiserror::Error)]
@@ -74,18 +80,14 @@ pub enum FirewallError {
     MissingIpSet { chain: String, ipset: String },
     #[error("{0}")]
     ForeignTable(String),
-    #[error("the nft program (Debian package nftables) is not installed; network partition faults need it")]
-    NftMissing,
-    #[error("nft {op} failed ({status}): {stderr}")]
-    Nft {
+    #[error("nf_tables {op}: {what}: {}{}", std::io::Error::from_raw_os_error(*errno), if kernel_lacks_support(*errno, what) { " (the kernel lacks nf_tables support this needs: nf_tables itself, a module such as nft_reject_inet, or the concatenated-range sets of Linux 5.6+)" } else { "" })]
+    Kernel {
         op: String,
-        status: String,
-        stderr: String,
+        what: String,
+        errno: i32,
     },
-    #[error("nft {op}: {message}")]
+    #[error("nf_tables {op}: {message}")]
     Io { op: String, message: String },
-    #[error("nft {op} did not finish in time")]
-    Timeout { op: String },
     #[error("entering the target network namespace: {0}")]
     Namespace(String),
     #[error("reading table inet faultd back: {0}")]
@@ -104,15 +106,14 @@ impl FirewallError {
     pub fn kind(&self) -> FailureKind {
         match self {
             FirewallError::Invalid { .. } => FailureKind::InvalidArgument,
-            FirewallError::MissingIpSet { .. }
-            | FirewallError::ForeignTable(_)
-            | FirewallError::NftMissing => FailureKind::FailedPrecondition,
-            FirewallError::Nft { stderr, .. } if kernel_lacks_support(stderr) => {
+            FirewallError::MissingIpSet { .. } | FirewallError::ForeignTable(_) => {
                 FailureKind::FailedPrecondition
             }
-            FirewallError::Nft { .. }
+            FirewallError::Kernel { errno, what, .. } if kernel_lacks_support(*errno, what) => {
+                FailureKind::FailedPrecondition
+            }
+            FirewallError::Kernel { .. }
             | FirewallError::Io { .. }
-            | FirewallError::Timeout { .. }
             | FirewallError::Namespace(_)
             | FirewallError::ReadBack(_)
             | FirewallError::Internal(_) => FailureKind::Internal,
@@ -122,12 +123,34 @@ impl FirewallError {
     }
 }
 
-/// nft's messages when the kernel has no nf_tables, or lacks a module a rule needs
-/// (nft_reject_inet, the pipapo set backend of kernels before 5.6, ...).
-fn kernel_lacks_support(stderr: &str) -> bool {
-    stderr.contains("Operation not supported")
-        || stderr.contains("Protocol not supported")
-        || stderr.contains("Could not process rule: No such file or directory")
+/// The kernel's answers when it has no nf_tables, or lacks a module a rule or set needs
+/// (nft_reject_inet, the pipapo set backend of kernels before 5.6, ...): `EOPNOTSUPP` or
+/// `EPROTONOSUPPORT`/`EAFNOSUPPORT`, or `ENOENT` for an expression or set type it cannot load.
+fn kernel_lacks_support(errno: i32, what: &str) -> bool {
+    matches!(
+        errno,
+        libc::EOPNOTSUPP | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT
+    ) || (errno == libc::ENOENT && (what.starts_with("add rule") || what.starts_with("add set")))
+}
+
+/// Creates and deletes a scratch `inet faultd_probe` table in the caller's network namespace,
+/// over its own netfilter socket (doctor's kernel probe; blocking).
+pub fn probe_table() -> Result<(), FirewallError> {
+    nlsock::NfSocket::open()?.commit("probe", &nl::probe_batch())
+}
+
+/// Reads faultd's table in `ns`.
+pub async fn table_state(ns: &crate::ns::Namespace) -> Result<TableState, FirewallError> {
+    conn::with_socket(ns, |s| s.table_state()).await
+}
+
+/// Sends one batch to `ns` as one transaction.
+pub async fn commit(
+    ns: &crate::ns::Namespace,
+    op: &'static str,
+    batch: nl::Batch,
+) -> Result<(), FirewallError> {
+    conn::with_socket(ns, move |s| s.commit(op, &batch)).await
 }
 
 fn effect_err(e: FirewallError) -> EffectError {
@@ -178,13 +201,17 @@ impl Effect for FirewallFault {
                 )
             })?;
             let table = compile(&self.state).map_err(effect_err)?;
-            let batch = render::apply_batch(&table, &ctx.fault_id).map_err(effect_err)?;
-            nft::run(&ns, nft::ARGV_BATCH, Some(&batch))
-                .await
-                .map_err(effect_err)?;
-            // Read back: the kernel must hold exactly what was written, marked as ours.
+            let batch = nl::apply_batch(&table, &ctx.fault_id).map_err(effect_err)?;
+            // One job on the namespace's socket: the batch, then the read-back (the kernel must
+            // hold exactly what was written, marked as ours).
+            let state = conn::with_socket_holding(&ns, move |s| {
+                s.commit("apply", &batch)?;
+                s.table_state()
+            })
+            .await
+            .map_err(effect_err)?;
             let (sets, chains) = render::expected_layout(&table, &ctx.fault_id);
-            match nft::table_state(&ns).await.map_err(effect_err)? {
+            match state {
                 TableState::Present(l)
                     if l.owner() == Some(ctx.fault_id.as_str())
                         && l.sets == sets
@@ -212,23 +239,29 @@ impl Effect for FirewallFault {
             let Some(ns) = self.namespace() else {
                 return Ok(()); // the namespace is gone, and the table with it
             };
-            let ours = |s: &TableState| match s {
-                TableState::Absent => false,
-                TableState::Present(l) => l.owners.contains(&ctx.fault_id),
-            };
-            if !ours(&nft::table_state(&ns).await.map_err(effect_err)?) {
-                // Absent, or written by another fault (the one that replaced this one).
-                return Ok(());
+            // One job on the namespace's socket: the marker check, the delete, and (when the
+            // delete fails) the check whether the marker went away meanwhile, which fails the
+            // batch as a whole. Absent, or written by another fault (the one that replaced this
+            // one): nothing to undo.
+            let marker = render::owner_chain(&ctx.fault_id);
+            let batch = nl::delete_owned_batch(&ctx.fault_id).map_err(effect_err)?;
+            let deleted = conn::with_socket(&ns, move |s| {
+                if !s.has_chain(&marker)? {
+                    return Ok(false);
+                }
+                match s.commit("recover", &batch) {
+                    Ok(()) => Ok(true),
+                    Err(e) if s.has_chain(&marker)? => Err(e),
+                    Err(_) => Ok(false),
+                }
+            })
+            .await
+            .map_err(effect_err)?;
+            if deleted {
+                // The namespace's last fault ended: its socket may go.
+                conn::release(ns.id());
             }
-            let batch = render::delete_owned_batch(&ctx.fault_id).map_err(effect_err)?;
-            match nft::run(&ns, nft::ARGV_BATCH, Some(&batch)).await {
-                Ok(_) => Ok(()),
-                // The batch fails as a whole when the marker went away meanwhile.
-                Err(e) => match nft::table_state(&ns).await {
-                    Ok(s) if !ours(&s) => Ok(()),
-                    _ => Err(effect_err(e)),
-                },
-            }
+            Ok(())
         })
     }
 
@@ -237,10 +270,11 @@ impl Effect for FirewallFault {
             let Some(ns) = self.namespace() else {
                 return Ok(true);
             };
-            Ok(match nft::table_state(&ns).await.map_err(effect_err)? {
-                TableState::Absent => true,
-                TableState::Present(l) => !l.owners.contains(&ctx.fault_id),
-            })
+            let marker = render::owner_chain(&ctx.fault_id);
+            let ours = conn::with_socket(&ns, move |s| s.has_chain(&marker))
+                .await
+                .map_err(effect_err)?;
+            Ok(!ours)
         })
     }
 
@@ -356,7 +390,11 @@ pub async fn set_firewall_for<E: Holds<FirewallFault>>(
         return Ok(None);
     }
 
-    if let TableState::Present(l) = nft::table_state(&ns).await? {
+    if let Some(owners) = conn::with_socket(&ns, |s| s.owners()).await? {
+        let l = Listing {
+            owners,
+            ..Default::default()
+        };
         let known = l.owner().is_some_and(|o| previous.iter().any(|p| p == o));
         if !known {
             return Err(FirewallError::ForeignTable(format!(
@@ -404,27 +442,26 @@ pub struct StrayTable {
 
 /// Scans `namespaces` for faultd tables whose owner marker names none of `owners` (the faults
 /// the journal still accounts for); with `fix`, deletes them. Namespaces nft cannot be run in
-/// are skipped.
+/// are skipped. Reads use a one-off socket unless the namespace has a kept one; a removal goes
+/// through the kept socket, released afterwards.
 pub async fn stray_tables(
     namespaces: &[(NsId, crate::ns::Namespace, String)],
     owners: &std::collections::HashSet<String>,
     fix: bool,
 ) -> Vec<StrayTable> {
     let mut out = Vec::new();
-    if nft::program().is_none() {
-        return out;
-    }
     for (id, ns, label) in namespaces {
-        let Ok(TableState::Present(l)) = nft::table_state(ns).await else {
+        let state = conn::with_socket_once(ns, |s| s.table_state()).await;
+        let Ok(TableState::Present(l)) = state else {
             continue;
         };
         if l.owner().is_some_and(|o| owners.contains(o)) {
             continue;
         }
-        let removed = fix
-            && nft::run(ns, nft::ARGV_BATCH, Some(render::DELETE_ANY_BATCH))
-                .await
-                .is_ok();
+        let removed = fix && commit(ns, "remove", nl::delete_any_batch()).await.is_ok();
+        if fix {
+            conn::release(*id);
+        }
         out.push(StrayTable {
             netns: *id,
             label: label.clone(),

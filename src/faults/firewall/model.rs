@@ -205,6 +205,8 @@ pub struct NftSet {
     pub name: String,
     pub kind: SetKind,
     pub elements: Vec<String>,
+    /// The same elements as values (network, and port for `hash:net,port`).
+    pub(super) keys: Vec<(super::validate::Net, Option<u16>)>,
 }
 
 /// A regular nft chain jumped to from the `input` or `output` base chain.
@@ -212,7 +214,7 @@ pub struct NftSet {
 pub struct NftChain {
     pub name: String,
     pub direction: Direction,
-    pub rules: Vec<String>,
+    pub rules: Vec<super::rule::Rule>,
 }
 
 /// The whole `table inet faultd`, minus its owner marker (see [`super::render`]).

@@ -91,7 +91,7 @@ pub fn render_table(table: &Table, owner: &str) -> Result<String, FirewallError>
     for c in &table.chains {
         let _ = writeln!(s, "\tchain {} {{", c.name);
         for r in &c.rules {
-            let _ = writeln!(s, "\t\t{r}");
+            let _ = writeln!(s, "\t\t{}", r.text());
         }
         let _ = writeln!(s, "\t}}");
     }

@@ -1,10 +1,16 @@
-//! Unit tests: golden nft batches for representative requests, validation against hostile
-//! input, read-back parsing. `FAULTD_UPDATE_GOLDEN=1 cargo test firewall` rewrites the goldens
-//! (review the diff); `tests/host_partition.rs` loads every golden into a real nft.
+//! Unit tests: golden batches for representative requests, as nft text (`golden/*.nft`) and as
+//! the native netlink batch (`golden/*.nlhex`), validation against hostile input, read-back
+//! layout. `FAULTD_UPDATE_GOLDEN=1 cargo test firewall` rewrites the goldens (review the diff);
+//! `tests/host_partition.rs` loads every `.nlhex` natively and every `.nft` with `nft -f` and
+//! compares what `nft list table inet faultd` shows.
 use super::model::*;
-use super::nft::{parse_table, parse_tables, Listing};
+use super::nlsock::Listing;
 use super::render::{apply_batch, delete_owned_batch, expected_layout, validate_owner};
 use super::*;
+
+fn texts(rules: &[super::rule::Rule]) -> Vec<String> {
+    rules.iter().map(|r| r.text()).collect()
+}
 
 /// The owner id used in goldens.
 pub const OWNER: &str = "00000000-0000-4000-8000-000000000001";
@@ -156,6 +162,84 @@ pub fn golden_cases() -> Vec<(&'static str, DesiredState)> {
             },
         ),
         (
+            "edge_shapes",
+            DesiredState {
+                sets: vec![
+                    net("all", &["0.0.0.0/0", "::/0"]),
+                    net(
+                        "top",
+                        &[
+                            "255.255.255.0/24",
+                            "ffff::/16",
+                            "10.0.0.0/24",
+                            "10.0.1.0/24",
+                        ],
+                    ),
+                    net_port("np", &[("0.0.0.0/0", 65535), ("fd00::1", 1)]),
+                ],
+                chains: {
+                    let mut a = chain(
+                        "INPUT/edges-a",
+                        Direction::Input,
+                        &["all", "top"],
+                        "REJECT --reject-with icmp-net-prohibited",
+                    );
+                    a.protocol = "tcp".into();
+                    a.destination_ports = "1000:65535,80".into();
+                    a.tcp_flags = "FIN,RST NONE".into();
+                    a.device = "veth-x.1".into();
+                    let mut b = chain(
+                        "OUTPUT/edges-b",
+                        Direction::Output,
+                        &[],
+                        "REJECT --reject-with icmp-proto-unreachable",
+                    );
+                    b.protocol = "udp".into();
+                    b.source_ports = "53".into();
+                    let mut c = chain("INPUT/edges-c", Direction::Input, &["np"], "ACCEPT");
+                    c.protocol = "tcp".into();
+                    c.destination_ports = "1:65535".into();
+                    c.tcp_flags = "ALL SYN".into();
+                    let mut d = chain(
+                        "OUTPUT/edges-d",
+                        Direction::Output,
+                        &["np", "top"],
+                        "REJECT --reject-with icmp-host-unreachable",
+                    );
+                    d.device = "eth0".into();
+                    vec![a, b, c, d]
+                },
+                classify: vec![],
+            },
+        ),
+        (
+            "tc_classify",
+            DesiredState {
+                sets: vec![
+                    net("chaos-tgt", &["10.250.6.3/32", "fd00::/8"]),
+                    net(
+                        "edges",
+                        &["0.0.0.0/8", "10.0.0.0/24", "10.0.1.0/24", "255.255.255.255"],
+                    ),
+                ],
+                chains: vec![],
+                classify: vec![
+                    Classify {
+                        ipset: "chaos-tgt".into(),
+                        protocol: "tcp".into(),
+                        device: "d0".into(),
+                        class: 0xFA02_0004,
+                    },
+                    Classify {
+                        ipset: "edges".into(),
+                        protocol: String::new(),
+                        device: "eth0".into(),
+                        class: 0x0001_0002,
+                    },
+                ],
+            },
+        ),
+        (
             "chain_without_its_ipset",
             DesiredState {
                 classify: vec![],
@@ -230,7 +314,7 @@ fn input_matches_source_output_matches_destination() {
     })
     .unwrap();
     assert_eq!(
-        t.chains[0].rules,
+        texts(&t.chains[0].rules),
         vec![
             "iifname \"eth0\" ip saddr @v4_n counter drop",
             "iifname \"eth0\" ip saddr . tcp dport @v4port_p counter drop",
@@ -243,7 +327,7 @@ fn input_matches_source_output_matches_destination() {
     })
     .unwrap();
     assert_eq!(
-        t.chains[0].rules,
+        texts(&t.chains[0].rules),
         vec!["oifname \"eth0\" ip daddr . tcp dport @v4port_p counter drop"]
     );
 }
@@ -260,7 +344,10 @@ fn a_chain_without_ipsets_matches_everything_on_its_device_but_an_empty_ipset_no
     })
     .unwrap();
     assert!(t.sets.is_empty());
-    assert_eq!(t.chains[0].rules, vec!["iifname \"eth0\" counter drop"]);
+    assert_eq!(
+        texts(&t.chains[0].rules),
+        vec!["iifname \"eth0\" counter drop"]
+    );
     assert!(t.chains[1].rules.is_empty());
 }
 
@@ -275,7 +362,7 @@ fn net_port_sets_never_match_udp_or_icmp_chains() {
     })
     .unwrap();
     assert_eq!(
-        t.chains[0].rules,
+        texts(&t.chains[0].rules),
         vec!["oifname \"eth0\" ip daddr @v4_n meta l4proto udp counter drop"]
     );
 }
@@ -305,12 +392,12 @@ fn every_reject_type_has_a_verdict_for_both_families() {
         .unwrap_or_else(|e| panic!("{with}: {e}"));
         assert_eq!(t.chains[0].rules.len(), any_rules, "{with}");
         assert_eq!(t.chains[1].rules.len(), 2, "{with}");
-        assert!(t.chains[1].rules[0].contains("ip saddr @v4_n"));
-        assert!(t.chains[1].rules[1].contains("ip6 saddr @v6_n"));
+        assert!(t.chains[1].rules[0].text().contains("ip saddr @v4_n"));
+        assert!(t.chains[1].rules[1].text().contains("ip6 saddr @v6_n"));
         assert!(t
             .chains
             .iter()
-            .flat_map(|c| &c.rules)
+            .flat_map(|c| texts(&c.rules))
             .all(|r| r.ends_with("unreachable")
                 || r.ends_with("prohibited")
                 || r.ends_with("no-route")));
@@ -678,7 +765,7 @@ fn chains_must_name_existing_ipsets() {
     // compile itself is lenient (a FlushIPSets may have dropped the set): no rule for it.
     let t = compile(&state).unwrap();
     assert_eq!(
-        t.chains[0].rules,
+        texts(&t.chains[0].rules),
         vec!["iifname \"eth0\" ip saddr @v4_a counter drop"]
     );
 }
@@ -727,27 +814,7 @@ fn owner_ids_are_checked_before_they_reach_a_batch() {
 }
 
 #[test]
-fn read_back_parsing() {
-    // Shapes as nft 1.0.6 prints them.
-    let tables = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "faultd", "handle": 1}}, {"table": {"family": "inet", "name": "t", "handle": 2}}]}"#;
-    assert!(!parse_tables(tables).unwrap());
-    let tables = r#"{"nftables": [{"metainfo": {}}, {"table": {"family": "inet", "name": "faultd", "handle": 3}}]}"#;
-    assert!(parse_tables(tables).unwrap());
-    assert!(parse_tables("not json").is_err());
-    assert!(parse_tables("{}").is_err());
-
-    let table = format!(
-        r#"{{"nftables": [{{"metainfo": {{"version": "1.0.6"}}}},
-        {{"table": {{"family": "inet", "name": "faultd", "handle": 3}}}},
-        {{"set": {{"family": "inet", "name": "v4_s", "table": "faultd", "type": "ipv4_addr", "handle": 4, "flags": ["interval"], "elem": [{{"prefix": {{"addr": "10.0.0.0", "len": 8}}}}]}}}},
-        {{"chain": {{"family": "inet", "table": "faultd", "name": "owner_{OWNER}", "handle": 1}}}},
-        {{"chain": {{"family": "inet", "table": "faultd", "name": "input", "handle": 2, "type": "filter", "hook": "input", "prio": -10, "policy": "accept"}}}},
-        {{"chain": {{"family": "inet", "table": "faultd", "name": "c_INPUT/x", "handle": 5}}}},
-        {{"rule": {{"family": "inet", "table": "faultd", "chain": "input", "handle": 6, "expr": [{{"jump": {{"target": "c_INPUT/x"}}}}]}}}},
-        {{"rule": {{"family": "inet", "table": "faultd", "chain": "c_INPUT/x", "handle": 7, "expr": [{{"drop": null}}]}}}}]}}"#
-    );
-    let l = parse_table(&table).unwrap();
-    assert_eq!(l.owner(), Some(OWNER));
+fn read_back_layout() {
     let t = compile(&DesiredState {
         classify: vec![],
         sets: vec![net("s", &["10.0.0.0/8"])],
@@ -755,9 +822,97 @@ fn read_back_parsing() {
     })
     .unwrap();
     let (sets, chains) = expected_layout(&t, OWNER);
-    assert_eq!((l.sets.clone(), l.chains.clone()), (sets, chains));
+    assert_eq!(sets.into_iter().collect::<Vec<_>>(), vec!["v4_s"]);
+    assert_eq!(
+        chains.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("c_INPUT/x".to_string(), 1),
+            ("input".to_string(), 1),
+            (format!("owner_{OWNER}"), 0)
+        ]
+    );
+    let l = Listing {
+        owners: vec![OWNER.into()],
+        ..Default::default()
+    };
+    assert_eq!(l.owner(), Some(OWNER));
     let none = Listing::default();
     assert_eq!(none.owner(), None);
+}
+
+/// The native batch of every golden, one message per line in hex (`golden/<name>.nlhex`);
+/// `FAULTD_UPDATE_GOLDEN=1` rewrites them. The host tier loads each into a kernel and compares
+/// `nft list table inet faultd` with what `nft -f <name>.nft` gives.
+#[test]
+fn netlink_batches_match_the_goldens() {
+    let update = std::env::var_os("FAULTD_UPDATE_GOLDEN").is_some();
+    for (name, state) in golden_cases() {
+        let table = compile(&state).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let batch = super::nl::apply_batch(&table, OWNER).unwrap();
+        let hex = super::nl::hex_lines(&batch);
+        let path = golden_dir().join(format!("{name}.nlhex"));
+        if update {
+            std::fs::write(&path, &hex).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!("{}: {e} (FAULTD_UPDATE_GOLDEN=1 writes it)", path.display())
+        });
+        assert_eq!(hex, want, "{name}: batch differs from {}", path.display());
+        assert_eq!(super::nl::from_hex_lines(&hex).unwrap(), batch);
+        // Every message is a well-formed nfnetlink message of the nf_tables subsystem.
+        let bytes = batch.bytes(1);
+        let mut off = 0;
+        let mut n = 0;
+        while off < bytes.len() {
+            let len = u32::from_ne_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+            assert!(
+                len >= 20 && len.is_multiple_of(4),
+                "{name}: message {n} length {len}"
+            );
+            off += len;
+            n += 1;
+        }
+        assert_eq!(off, bytes.len());
+        assert_eq!(n, batch.msgs.len() + 2);
+    }
+}
+
+#[test]
+fn netlink_owner_delete_and_errors_name_the_failing_message() {
+    let b = super::nl::delete_owned_batch(OWNER).unwrap();
+    assert_eq!(b.msgs.len(), 2);
+    assert_eq!(b.what(10, 11), format!("delete chain owner_{OWNER}"));
+    assert_eq!(b.what(10, 12), "delete table inet faultd");
+    assert_eq!(b.what(10, 10), "batch begin");
+    assert!(super::nl::delete_owned_batch("x y").is_err());
+    let e = FirewallError::Kernel {
+        op: "apply".into(),
+        what: "add rule c_x #1: ...".into(),
+        errno: libc::ENOENT,
+    };
+    assert_eq!(e.kind(), FailureKind::FailedPrecondition);
+    assert!(e.to_string().contains("lacks nf_tables support"), "{e}");
+    let e = FirewallError::Kernel {
+        op: "recover".into(),
+        what: "delete chain owner_x".into(),
+        errno: libc::ENOENT,
+    };
+    assert_eq!(e.kind(), FailureKind::Internal);
+    // A set element list never outgrows one attribute: 65536 IPv6 /128s split in messages.
+    let many: Vec<String> = (0..20_000u32)
+        .map(|i| format!("fd00::{:x}:{:x}", i >> 16, i & 0xffff))
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let t = compile(&DesiredState {
+        classify: vec![],
+        sets: vec![net("big", &refs)],
+        chains: vec![],
+    })
+    .unwrap();
+    let b = super::nl::apply_batch(&t, OWNER).unwrap();
+    assert!(b.msgs.len() > 20, "{}", b.msgs.len());
+    assert!(b.bytes(1).len() > 1_000_000);
 }
 
 #[test]
@@ -817,7 +972,7 @@ fn tc_classification_renders_meta_priority_for_the_filter_band() {
         .expect("classification chain");
     assert_eq!(k.direction, Direction::Output);
     assert_eq!(k.rules.len(), 1, "{:?}", k.rules);
-    let r = &k.rules[0];
+    let r = &k.rules[0].text();
     assert!(r.starts_with("oifname \"d0\" ip daddr @"), "{r}");
     assert!(r.contains("meta l4proto tcp"), "{r}");
     assert!(r.ends_with("meta priority set fa02:4"), "{r}");
