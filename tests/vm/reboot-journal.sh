@@ -61,7 +61,9 @@ case "${FAULTD_BOOT:-}" in
     [ "$n" -eq 2 ] || fail "expected 2 faults ended by the reboot, got $n"
     active=$("${CTL[@]}" --output json list | grep -c '"phase": "applied"' || true)
     [ "$active" -eq 0 ] || fail "$active faults still active after reconciliation"
-    doctor=$("${CTL[@]}" doctor)
+    # doctor exits 1 when any check fails (this VM has no container runtime): only its residue
+    # verdict matters here
+    doctor=$("${CTL[@]}" doctor || true)
     echo "$doctor"
     grep -q "no residue found" <<<"$doctor" || fail "doctor found residue"
     metrics=$(curl -fsS http://127.0.0.1:31766/metrics)
