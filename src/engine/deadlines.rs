@@ -80,7 +80,8 @@ impl<E: Effect> Engine<E> {
         }
         let mut due = Vec::new();
         let mut next = TICK;
-        let ending = lock(&self.ending).clone();
+        // Held while the faults are scanned (never taken in the other order).
+        let ending = lock(&self.ending);
         for r in lock(&self.faults).values() {
             if r.phase != Phase::Applied || ending.contains(&r.id) {
                 continue;

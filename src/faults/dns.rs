@@ -321,15 +321,16 @@ pub async fn set_dns_server<E: Holds<DnsFault>>(
         .parse()
         .map_err(|_| DnsError::BadServer(server.into()))?;
     let who = target.resolve(runtimes, "container_id").await?;
-    let (file, content) = tokio::task::spawn_blocking(move || {
+    let f = tokio::task::spawn_blocking(move || {
         let f = RootFile::open(who.pid, RESOLV_CONF, false)?;
         if crate::rootfs::host_idents(RESOLV_CONF).contains(&f.ident) {
             return Err(DnsError::HostFile(f.ident));
         }
-        Ok::<_, DnsError>((f.ident, f.read_all(MAX_RESOLV_CONF)?))
+        Ok::<_, DnsError>(f)
     })
     .await
     .map_err(|e| DnsError::Blocking(e.to_string()))??;
+    let file = f.ident;
     let group = group_of(file);
     let lock = engine.lock_group(&group).await;
     let active = engine.active_in_group(&group);
@@ -338,8 +339,13 @@ pub async fn set_dns_server<E: Holds<DnsFault>>(
         .rev()
         .find_map(|r| Holds::<DnsFault>::get(&r.effect));
     let original = match current {
+        // Later faults of the file share the first one's original.
         Some(c) => c.original.clone(),
+        // The first: read under the lock, so no rollback of this file can run meanwhile.
         None => {
+            let content = tokio::task::spawn_blocking(move || f.read_all(MAX_RESOLV_CONF))
+                .await
+                .map_err(|e| DnsError::Blocking(e.to_string()))??;
             // A marker without a live fault is residue of a lost record: its original is gone.
             if marker_token(&content).is_some() {
                 return Err(DnsError::Residue(file));

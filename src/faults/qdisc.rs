@@ -496,11 +496,12 @@ pub async fn set_tcs<E>(
 where
     E: Holds<QdiscFault> + Holds<FirewallFault>,
 {
-    plan(rules)?;
+    // Planned (validated) before the target is resolved: bad rules are INVALID_ARGUMENT.
+    let plans = plan(rules)?;
     let pid = target
         .resolve(runtimes, "container_id (or pod_uid)")
         .await?;
-    set_tcs_for(engine, pid, rules, meta).await
+    apply_plans(engine, pid, plans, meta).await
 }
 
 /// [`set_tcs`] for a resolved process.
@@ -513,7 +514,18 @@ pub async fn set_tcs_for<E>(
 where
     E: Holds<QdiscFault> + Holds<FirewallFault>,
 {
-    let plans = plan(rules)?;
+    apply_plans(engine, pid, plan(rules)?, meta).await
+}
+
+async fn apply_plans<E>(
+    engine: &Engine<E>,
+    pid: ProcessIdentity,
+    plans: Vec<DevicePlan>,
+    meta: &FaultMeta,
+) -> Result<Vec<FaultRecord<E>>, NetError>
+where
+    E: Holds<QdiscFault> + Holds<FirewallFault>,
+{
     if !pid.is_alive() {
         return Err(TargetError::Gone(pid.pid).into());
     }
