@@ -10,6 +10,7 @@ pub mod netns;
 pub mod qdisc;
 pub mod stress;
 pub mod target;
+pub mod time;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use dns::DnsFault;
 use firewall::FirewallFault;
 use qdisc::QdiscFault;
 use stress::StressFault;
+use time::TimeFault;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -32,6 +34,8 @@ pub enum FaultEffect {
     Firewall(FirewallFault),
     /// A pod's resolv.conf pointing at the chaos DNS server (DNSChaos).
     Dns(DnsFault),
+    /// The processes of a container running faultd's fake clock (TimeChaos).
+    Time(TimeFault),
 }
 
 /// The engine as the daemon uses it.
@@ -58,6 +62,7 @@ member!(Qdisc, QdiscFault);
 member!(Stress, StressFault);
 member!(Firewall, FirewallFault);
 member!(Dns, DnsFault);
+member!(Time, TimeFault);
 
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {
@@ -66,6 +71,7 @@ macro_rules! dispatch {
             FaultEffect::Stress(x) => x.$f($($arg),*),
             FaultEffect::Firewall(x) => x.$f($($arg),*),
             FaultEffect::Dns(x) => x.$f($($arg),*),
+            FaultEffect::Time(x) => x.$f($($arg),*),
         }
     };
 }
@@ -104,6 +110,10 @@ impl Effect for FaultEffect {
             FaultEffect::Dns(x) => x
                 .capture(ctx)
                 .map(|r| r.map(|o| o.map(FaultEffect::Dns)))
+                .boxed(),
+            FaultEffect::Time(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Time)))
                 .boxed(),
         }
     }
