@@ -1,9 +1,10 @@
 //! Which processes one TimeChaos covers, decided once at apply time and re-read at rollback.
 //!
-//! A container normally has its own pid namespace: every process in it is covered, including
-//! the children forked after the injection (they inherit the patched vDSO) and processes that
-//! appeared meanwhile. A container that shares faultd's pid namespace (`hostPID` pods) is
-//! covered by its cgroups instead (every process whose `/proc/<pid>/cgroup` reads the same), and
+//! A container normally has its own pid namespace (its first process is pid 1 there): every
+//! process in it is covered, including the children forked after the injection (they inherit
+//! the patched vDSO) and processes that appeared meanwhile. A container whose pid namespace is
+//! not its own (`hostPID` pods, `shareProcessNamespace` pods whose namespace holds the pause
+//! process and every container) is covered by its cgroups instead (every process whose `/proc/<pid>/cgroup` reads the same), and
 //! a host process (faultd.v1 `target_pid`) by its process tree. faultd itself is never covered.
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,18 @@ pub fn pidns_ino(pid: &str) -> Option<u64> {
         .ok()
 }
 
+/// The pid of `pid` in its own (innermost) pid namespace: the last field of `NSpid`.
+pub fn ns_pid(pid: &str) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
 fn cgroup_of(pid: &str) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
 }
@@ -40,7 +53,9 @@ impl Members {
     pub fn of_container(init: &ProcessIdentity) -> Members {
         let pid = init.pid.to_string();
         match (pidns_ino(&pid), pidns_ino("self")) {
-            (Some(theirs), Some(own)) if theirs != own => return Members::PidNs { ino: theirs },
+            (Some(theirs), Some(own)) if theirs != own && ns_pid(&pid) == Some(1) => {
+                return Members::PidNs { ino: theirs }
+            }
             _ => {}
         }
         match (cgroup_of(&pid), cgroup_of("self")) {
@@ -120,6 +135,8 @@ mod tests {
     #[test]
     fn faultd_is_never_a_member_and_its_own_namespace_is_found() {
         let own = pidns_ino("self").expect("a pid namespace");
+        assert_eq!(ns_pid("1"), Some(1));
+        assert_eq!(ns_pid("self"), Some(std::process::id()));
         let m = Members::PidNs { ino: own };
         assert!(!m.scan().contains(&std::process::id()));
         let me = ProcessIdentity::of(std::process::id()).unwrap();
