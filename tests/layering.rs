@@ -32,6 +32,7 @@ const LAYERS: &[&[&str]] = &[
         "faults::firewall",
         "faults::stress",
         "faults::dns",
+        "faults::http",
     ],
     &["faults", "doctor"],
     &["state", "server"],
