@@ -33,6 +33,7 @@ const LAYERS: &[&[&str]] = &[
         "faults::stress",
         "faults::dns",
         "faults::time",
+        "faults::http",
     ],
     &["faults", "doctor"],
     &["state", "server"],

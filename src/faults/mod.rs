@@ -6,6 +6,7 @@
 //! kind joins.
 pub mod dns;
 pub mod firewall;
+pub mod http;
 pub mod netns;
 pub mod qdisc;
 pub mod stress;

@@ -1,0 +1,128 @@
+//! HTTPChaos, step 1: the rules engine and the proxy core, as a library. No interception, no
+//! sockets in a pod netns, no journal here: the use case (nf_tables `tproxy` rule, the
+//! `IP_TRANSPARENT` listener, the RPC) is built on top of it.
+//!
+//! What this module owns:
+//! - [`rules`]: `ApplyHttpChaosRequest.rules` (a JSON list of Chaos Mesh
+//!   `PodHttpChaosBaseRule`, as `controllers/podhttpchaos/controller.go` marshals
+//!   `api/v1alpha1/podhttpchaos_types.go`) parsed and validated up front into [`Rule`]s; every
+//!   error names the rule and the field ([`HttpError::Rule`]).
+//! - [`selector`]: which rules match a request or a response.
+//! - [`action`]: abort, delay, replace and patch on hyper 1 requests and responses.
+//!
+//! # Semantics, and where they come from
+//!
+//! Upstream is chaos-mesh/chaos-tproxy (`76e30b82`, image tag v0.5.3), fed by chaos-daemon's
+//! `pkg/chaosdaemon/httpchaos_server.go` through `pkg/chaosdaemon/tproxyconfig/config.go`
+//! (chaos-mesh `608b61e7`). File names below are chaos-tproxy's unless they say otherwise.
+//!
+//! - **Which rules, in which order** (`chaos-tproxy-proxy/src/proxy/http/server.rs`,
+//!   `HttpService::handle`): *every* matching rule applies, in list order, not the first match.
+//!   The Request rules that match are chosen once, against the request as the client sent it,
+//!   and then applied one after another (a rule that rewrites the path does not change which
+//!   later rules apply). The request is then forwarded. The Response rules are chosen once,
+//!   against the response as the server sent it and against the request *as forwarded* (after
+//!   the Request rules), then applied in order. So all Request rules run before all Response
+//!   rules whatever their positions in the list.
+//! - **Inside one rule** (`handler/http/action.rs`): abort first (nothing else of the rule
+//!   runs, later rules neither), then delay, then replace, then patch. Replace on a request:
+//!   path, method, body, queries, headers; on a response: code, body, headers (path, method and
+//!   queries of a Response rule are ignored). Patch on a request: queries, body, headers; on a
+//!   response: body, headers.
+//! - **Selectors** (`handler/http/selector.rs`): every field present must match. `port` is the
+//!   original destination port. `path` is a wildcard pattern (`wildmatch` 2: `*` any run of
+//!   characters including `/`, `?` exactly one character, no escapes, case-sensitive) matched
+//!   against the URI path only (no query). `method` is compared exactly (`get` is not `GET`).
+//!   `code` and `response_headers` only count for Response rules. Header selectors: the name
+//!   is case-insensitive, the value must equal (case-sensitive, whole field value) *one of* the
+//!   header's values when it occurs several times; a comma-joined value is one value.
+//! - **Abort** (`action.rs` returns an error from the service): the client connection is closed
+//!   without a response.
+//! - **Upstream failure**: a request that cannot be forwarded gets `502 Bad Gateway` with an
+//!   empty body (`server.rs`).
+//!
+//! Where faultd deliberately differs (each is a fix of something upstream gets wrong or
+//! leaves undefined):
+//! - `delay` takes Go's duration syntax (`1.5s`, `300ms`, `2h45m`, `100us`), which the
+//!   HTTPChaos webhook validates and documents; upstream's `humantime` rejects fractions. A
+//!   negative delay is refused, as upstream refuses it.
+//! - `""`/`null` rules mean no rules (upstream fails to unmarshal `""`).
+//! - A patched body that is not JSON is forwarded unchanged (upstream drops the connection).
+//! - Replace of queries keeps the order and encoding of the parameters it does not touch
+//!   (upstream re-encodes the whole query through a hash map: random order, duplicates
+//!   collapsed). A replaced key's first occurrence takes the new value, later ones go.
+//! - A replace path must be empty (meaning `/`) or start with `/`.
+pub mod action;
+pub mod rules;
+pub mod selector;
+
+use std::net::SocketAddr;
+
+use crate::failure::FailureKind;
+
+pub use rules::{parse_rules, Rule, Target};
+
+/// Everything that goes wrong in HTTPChaos: bad input (rules, TLS) and a proxied connection's
+/// failures.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The rules are not a JSON list.
+    #[error("rules: {0}")]
+    RulesJson(String),
+    /// One rule has a bad field (`field` is its path inside the rule: `actions.delay`).
+    #[error("rules[{index}].{field}: {reason}")]
+    Rule {
+        index: usize,
+        field: String,
+        reason: String,
+    },
+    /// The TLS configuration is not a JSON object.
+    #[error("tls: {0}")]
+    TlsJson(String),
+    /// One TLS field is bad.
+    #[error("tls.{field}: {reason}")]
+    Tls { field: String, reason: String },
+    #[error("connecting to the original destination {dst}: {source}")]
+    Connect {
+        dst: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with the client: {0}")]
+    ClientTls(#[source] std::io::Error),
+    #[error("TLS handshake with the upstream as {name}: {source}")]
+    UpstreamTls {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("proxied connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP: {0}")]
+    Hyper(#[from] hyper::Error),
+    #[error("reading a body: {0}")]
+    Body(String),
+    /// An abort action: the connection ends without a response.
+    #[error("aborted by an HTTPChaos rule")]
+    Aborted,
+}
+
+crate::impl_failure!(HttpError);
+
+impl HttpError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            HttpError::RulesJson(_)
+            | HttpError::Rule { .. }
+            | HttpError::TlsJson(_)
+            | HttpError::Tls { .. } => FailureKind::InvalidArgument,
+            HttpError::Connect { .. }
+            | HttpError::ClientTls(_)
+            | HttpError::UpstreamTls { .. }
+            | HttpError::Io(_)
+            | HttpError::Hyper(_)
+            | HttpError::Body(_)
+            | HttpError::Aborted => FailureKind::Unavailable,
+        }
+    }
+}
