@@ -55,6 +55,7 @@
 pub mod action;
 pub mod rules;
 pub mod selector;
+pub mod socket;
 
 use std::net::SocketAddr;
 
