@@ -7,6 +7,8 @@
 //!   `PodHttpChaosBaseRule`, as `controllers/podhttpchaos/controller.go` marshals
 //!   `api/v1alpha1/podhttpchaos_types.go`) parsed and validated up front into [`Rule`]s; every
 //!   error names the rule and the field ([`HttpError::Rule`]).
+//! - [`tls`]: the `tls` JSON (`{"cert_file":{"type":"Contents","value":<base64>},…}`) into the
+//!   two rustls configurations the proxy uses.
 //! - [`selector`]: which rules match a request or a response.
 //! - [`action`]: abort, delay, replace and patch on hyper 1 requests and responses.
 //!
@@ -55,12 +57,14 @@
 pub mod action;
 pub mod rules;
 pub mod selector;
+pub mod tls;
 
 use std::net::SocketAddr;
 
 use crate::failure::FailureKind;
 
 pub use rules::{parse_rules, Rule, Target};
+pub use tls::{parse_tls, TlsSetup};
 
 /// Everything that goes wrong in HTTPChaos: bad input (rules, TLS) and a proxied connection's
 /// failures.
