@@ -1,14 +1,20 @@
 //! HTTPChaos, step 1: the rules engine and the proxy core, as a library. No interception, no
 //! sockets in a pod netns, no journal here: the use case (nf_tables `tproxy` rule, the
-//! `IP_TRANSPARENT` listener, the RPC) is built on top of it.
+//! `IP_TRANSPARENT` listener, the RPC) is built on top of [`serve_connection`] and
+//! [`ProxyConfig::parse`].
 //!
 //! What this module owns:
 //! - [`rules`]: `ApplyHttpChaosRequest.rules` (a JSON list of Chaos Mesh
 //!   `PodHttpChaosBaseRule`, as `controllers/podhttpchaos/controller.go` marshals
 //!   `api/v1alpha1/podhttpchaos_types.go`) parsed and validated up front into [`Rule`]s; every
 //!   error names the rule and the field ([`HttpError::Rule`]).
+//! - [`tls`]: the `tls` JSON (`{"cert_file":{"type":"Contents","value":<base64>},…}`) into the
+//!   two rustls configurations the proxy uses.
 //! - [`selector`]: which rules match a request or a response.
 //! - [`action`]: abort, delay, replace and patch on hyper 1 requests and responses.
+//! - [`proxy`]: serving one accepted client connection: sniffing TLS/HTTP, HTTP/1.1 with
+//!   keep-alive through hyper (rules read afresh for every request, so they can be swapped live),
+//!   or a byte splice when the client does not speak HTTP/1.
 //!
 //! # Semantics, and where they come from
 //!
@@ -52,16 +58,35 @@
 //!   (upstream re-encodes the whole query through a hash map: random order, duplicates
 //!   collapsed). A replaced key's first occurrence takes the new value, later ones go.
 //! - A replace path must be empty (meaning `/`) or start with `/`.
+//! - One upstream connection per client connection (upstream opens one per request), so the
+//!   app sees the client's connection pattern; when the app closes its side, the client
+//!   connection is closed gracefully too. `Upgrade` (WebSocket) requests are tunnelled. Header
+//!   case is kept, no `Date` header is added, a client may half-close after its request.
+//! - TLS: any PEM key rustls reads (upstream: RSA only); a client that does not start with a
+//!   TLS record on a TLS-configured port is served in clear; without `ca_file` the upstream
+//!   certificate is not verified (upstream trusts the public web roots, which fails for the
+//!   usual private CA); only `"type": "Contents"` files are accepted (a `Path` would be a file
+//!   of faultd's own filesystem).
+//! - HTTP/1 only: anything else (HTTP/2 prior knowledge, other protocols, a server that speaks
+//!   first) is spliced byte for byte.
 pub mod action;
+pub mod proxy;
 pub mod rules;
 pub mod selector;
 pub mod socket;
+mod stream;
+pub mod tls;
+
+#[cfg(test)]
+mod proxy_tests;
 
 use std::net::SocketAddr;
 
 use crate::failure::FailureKind;
 
+pub use proxy::{serve_connection, Connect, ProxyConfig};
 pub use rules::{parse_rules, Rule, Target};
+pub use tls::{parse_tls, TlsSetup};
 
 /// Everything that goes wrong in HTTPChaos: bad input (rules, TLS) and a proxied connection's
 /// failures.
