@@ -126,6 +126,32 @@ pub fn delete_owned_batch(owner: &str) -> Result<Batch, FirewallError> {
     Ok(b)
 }
 
+/// Scans `namespaces` for `table inet faultd_http` whose owner marker names none of `owners`
+/// (doctor); with `fix`, deletes them. `(namespace, label, owners found, removed)`.
+pub async fn stray_tables(
+    namespaces: &[(crate::ns::NsId, crate::ns::Namespace, String)],
+    owners: &std::collections::HashSet<String>,
+    fix: bool,
+) -> Vec<(crate::ns::NsId, String, Vec<String>, bool)> {
+    let mut out = Vec::new();
+    for (id, ns, label) in namespaces {
+        let Ok(Some(found)) = super::conn::with_socket_once(ns, |s| s.owners_in(HTTP_TABLE)).await
+        else {
+            continue;
+        };
+        if found.iter().any(|o| owners.contains(o)) {
+            continue;
+        }
+        let removed = fix && {
+            let mut b = Batch::default();
+            b.table_named(HTTP_TABLE, NFT_MSG_DELTABLE, 0);
+            super::commit(ns, "remove", b).await.is_ok()
+        };
+        out.push((*id, label.clone(), found, removed));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

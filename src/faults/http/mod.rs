@@ -70,9 +70,11 @@
 //! - HTTP/1 only: anything else (HTTP/2 prior knowledge, other protocols, a server that speaks
 //!   first) is spliced byte for byte.
 pub mod action;
+pub mod fault;
 pub mod proxy;
 pub mod rules;
 pub mod selector;
+pub mod serve;
 pub mod socket;
 mod stream;
 pub mod tls;
