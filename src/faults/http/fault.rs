@@ -146,8 +146,14 @@ impl Effect for HttpFault {
                     self.interception.listener
                 )));
             }
-            // The table first, then the proxy's rules: a failed commit leaves the proxy (and a
-            // replaced fault's table) as they were.
+            // The reply route first (harmless alone: only marked packets use it), then the
+            // table, then the proxy's rules: a failed commit leaves the proxy (and a replaced
+            // fault's table) as they were.
+            if self.interception.mark.is_some() {
+                crate::tc::socket::in_netns(&ns, super::route::install)
+                    .await
+                    .map_err(|e| EffectError::internal(e.to_string()))?;
+            }
             let batch = tproxy::apply_batch(&self.interception, &ctx.fault_id)
                 .map_err(|e| effect_err(&e, e.kind()))?;
             let marker = owner_chain(&ctx.fault_id);
@@ -194,6 +200,15 @@ impl Effect for HttpFault {
             .map_err(|e| effect_err(&e, e.kind()))?;
             // The proxy goes after the table: no connection is sent to a closed listener.
             serve::stop(ns.id(), &self.token);
+            // The reply route goes with the last faultd_http table of the namespace.
+            let table_left = conn::with_socket(&ns, |s| s.has_table(HTTP_TABLE))
+                .await
+                .map_err(|e| effect_err(&e, e.kind()))?;
+            if !table_left {
+                crate::tc::socket::in_netns(&ns, super::route::remove)
+                    .await
+                    .map_err(|e| EffectError::internal(e.to_string()))?;
+            }
             Ok(())
         })
     }
@@ -204,17 +219,28 @@ impl Effect for HttpFault {
                 return Ok(true);
             };
             let marker = owner_chain(&ctx.fault_id);
-            let table = conn::with_socket(&ns, move |s| s.has_chain_in(HTTP_TABLE, &marker))
-                .await
-                .map_err(|e| effect_err(&e, e.kind()))?;
-            Ok(!table && !serve::owned_by(ns.id(), &self.token))
+            let (ours, any) = conn::with_socket(&ns, move |s| {
+                Ok((
+                    s.has_chain_in(HTTP_TABLE, &marker)?,
+                    s.has_table(HTTP_TABLE)?,
+                ))
+            })
+            .await
+            .map_err(|e| effect_err(&e, e.kind()))?;
+            let route = !any
+                && crate::tc::socket::in_netns(&ns, super::route::present)
+                    .await
+                    .map_err(|e| EffectError::internal(e.to_string()))?;
+            Ok(!ours && !route && !serve::owned_by(ns.id(), &self.token))
         })
     }
 
     fn manual_cleanup(&self) -> String {
+        let n = format!("nsenter --net=/proc/{}/ns/net", self.netns.holder_pid);
         format!(
-            "nsenter --net=/proc/{}/ns/net nft delete table inet {HTTP_TABLE}",
-            self.netns.holder_pid
+            "{n} nft delete table inet {HTTP_TABLE}; {n} ip rule del fwmark {m:#x} lookup {t}; {n} ip -6 rule del fwmark {m:#x} lookup {t}; {n} ip route flush table {t}; {n} ip -6 route flush table {t}",
+            m = super::route::MARK,
+            t = super::route::TABLE
         )
     }
 
@@ -298,7 +324,11 @@ pub async fn apply_http_chaos<E: Holds<HttpFault>>(
     let fault = HttpFault {
         netns,
         container: target.container_id().to_string(),
-        interception: Interception { ports, listener },
+        interception: Interception {
+            ports,
+            listener,
+            mark: Some(super::route::MARK),
+        },
         token: token.clone(),
         rules: req.rules.clone(),
         tls: config.tls.is_some(),

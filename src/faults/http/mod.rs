@@ -72,6 +72,7 @@
 pub mod action;
 pub mod fault;
 pub mod proxy;
+pub mod route;
 pub mod rules;
 pub mod selector;
 pub mod serve;

@@ -146,10 +146,11 @@ async fn accept_loop(
             continue;
         };
         let dst = original_destination(local);
+        let client = original_destination(peer);
         let ns = ns.clone();
         let connector = move || {
             let ns = ns.clone();
-            async move { socket::connect_upstream(&ns, dst).await }
+            async move { socket::connect_upstream(&ns, dst, Some((client, super::route::MARK))).await }
         };
         let config = config.clone();
         tokio::spawn(async move {
