@@ -276,7 +276,8 @@ mod tests {
         assert!(apply_batch(
             &Interception {
                 ports: vec![],
-                listener: 1
+                listener: 1,
+                mark: None,
             },
             OWNER
         )
@@ -284,7 +285,8 @@ mod tests {
         assert!(apply_batch(
             &Interception {
                 ports: vec![80],
-                listener: 0
+                listener: 0,
+                mark: None,
             },
             OWNER
         )
