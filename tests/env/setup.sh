@@ -6,6 +6,8 @@
 #                                  modules.dep and boot/vmlinux-<KVER> (uncompressed, PVH boot)
 #   initramfs-<KVER>.cpio.gz       busybox + tests/env/vm/init + qdisc/netfilter/veth/... modules
 #   testbox.tar                    registry-free busybox OCI image (docker.io/library/testbox:latest)
+#                                  with /bin/clockreport (tests/env/ctr/clockreport.c, gcc -static)
+#   clockreport                    the same static binary, for the VM tier and the bench
 # and installs the apt packages the tiers need (only the missing ones; note: qemu-system-x86
 # replaces a preinstalled bookworm-backports qemu-utils on some machines, which is fine). The
 # packaged services (containerd, docker) are not started by the install: the tiers start private
@@ -23,7 +25,7 @@ exec 8>"$CACHE/.setup.lock"
 flock -n 8 || { log "waiting for another setup.sh"; flock 8; }
 
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio containerd runc stress-ng nftables iputils-ping
-          iproute2 e2fsprogs python3 util-linux coreutils gzip curl openssl docker.io)
+          iproute2 e2fsprogs python3 util-linux coreutils gzip curl openssl docker.io gcc libc6-dev)
 APT_UPDATED=
 apt_update() { [ -n "$APT_UPDATED" ] || { apt-get update -qq; APT_UPDATED=1; }; }
 
@@ -82,7 +84,8 @@ fi
 
 # --- test image ---------------------------------------------------------------------------------
 IMG=$CACHE/testbox.tar
-if [ ! -f "$IMG" ] || [ "$ENV_DIR/ctr/mk-oci-image.py" -nt "$IMG" ] || [ /bin/busybox -nt "$IMG" ]; then
+if [ ! -f "$IMG" ] || [ "$ENV_DIR/ctr/mk-oci-image.py" -nt "$IMG" ] || [ /bin/busybox -nt "$IMG" ] ||
+   [ "$ENV_DIR/ctr/clockreport.c" -nt "$IMG" ] || [ ! -x "$CACHE/clockreport" ]; then
   "$ENV_DIR/ctr/mk-oci-image.py" "$IMG.tmp" docker.io/library/testbox:latest
   mv -f "$IMG.tmp" "$IMG"
 else
