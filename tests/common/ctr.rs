@@ -41,7 +41,7 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
-/// A `ctr run -d … sleep 3600` container.
+/// A `ctr run -d … sleep 3600` container (or another command: [`Container::run_argv`]).
 pub struct Container {
     pub name: String,
 }
@@ -49,10 +49,16 @@ pub struct Container {
 impl Container {
     /// `ctr run -d <opts> IMAGE <name> sleep 3600`.
     pub fn run_named(name: &str, opts: &[&str]) -> Container {
+        Container::run_argv(name, opts, &["sleep", "3600"])
+    }
+
+    /// `ctr run -d <opts> IMAGE <name> <argv...>`.
+    pub fn run_argv(name: &str, opts: &[&str], argv: &[&str]) -> Container {
         let img = image();
         let mut args = vec!["run", "-d"];
         args.extend_from_slice(opts);
-        args.extend_from_slice(&[&img, name, "sleep", "3600"]);
+        args.extend_from_slice(&[&img, name]);
+        args.extend_from_slice(argv);
         let c = Container { name: name.into() };
         let out = ctr(&args);
         assert!(

@@ -1,9 +1,11 @@
 //! Shared helpers of the integration tests: a throwaway PKI, an in-process daemon on ephemeral
 //! ports, and tonic clients with chosen certificates (here); containerd and Docker test
 //! containers (`ctr`, `docker`), host-tier helpers such as faultd as a child process (`host`),
+//! the TimeChaos target `clockreport` (`clock`),
 //! sample statistics (`stats`) and upstream's shell-outs (`upstream`).
 #![allow(dead_code)]
 
+pub mod clock;
 pub mod ctr;
 pub mod docker;
 pub mod host;
