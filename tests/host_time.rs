@@ -582,3 +582,93 @@ async fn bad_input_is_refused_and_changes_nothing() {
     t.assert_running();
     d.proc.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn apply_fault_with_a_ttl_expires_and_ctl_time_is_revoked() {
+    let t = Target::start("time-h").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    let mut c = common::host::faults(&d.admin);
+
+    // (h) faultd.v1 ApplyFault with the Chaos Mesh body and a 2 s TTL.
+    let t0 = Instant::now();
+    let f = c
+        .apply_fault(api::ApplyFaultRequest {
+            ttl_seconds: 2,
+            lease_id: String::new(),
+            target_pid: 0,
+            fault: Some(api::apply_fault_request::Fault::SetTimeOffset(
+                t.set("chaos-h", 3600, 0, REALTIME),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((f.kind.as_str(), phase(&f)), ("time", api::Phase::Applied));
+    assert!(f.deadline_unix_ms > 0, "{f:?}");
+    let s = t.skew().await;
+    eprintln!("ApplyFault +3600 s, ttl 2 s: {s}");
+    assert_near("ttl fault", &s, &Skew::expected(3600.0, REALTIME), TOL);
+    let (s, waited) = t
+        .report
+        .until(
+            "parent",
+            None,
+            &Skew::expected(0.0, 0),
+            TOL,
+            Duration::from_secs(10),
+        )
+        .await;
+    let after = t0.elapsed();
+    eprintln!("expired {after:?} after the apply: {s}");
+    assert!(
+        after >= Duration::from_millis(1900),
+        "rolled back before the TTL: {after:?} (waited {waited:?})"
+    );
+    t.assert_pristine("after expiry");
+    let ended = d.time_faults(true).await;
+    let f = only(&ended);
+    assert_eq!(
+        (phase(f), f.end_reason.as_str()),
+        (api::Phase::Reverted, "expiry"),
+        "{f:?}"
+    );
+
+    // `faultd ctl time --container`: MONOTONIC +1h, then RevokeFault by its id.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faultd"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&d.proc.socket)
+        .args(["--output", "json", "time", "--container", &t.c.id()])
+        .args(["--offset", "1h", "--clocks", "MONOTONIC", "--ttl", "60s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctl time: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = t.skew().await;
+    eprintln!("ctl time --offset 1h --clocks MONOTONIC: {s}");
+    assert_near("ctl time", &s, &Skew::expected(3600.0, MONOTONIC), TOL);
+    let active = d.time_faults(false).await;
+    let id = only(&active).id.clone();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&id),
+        "ctl's output names the fault {id}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ended = c
+        .revoke_fault(api::RevokeFaultRequest { id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(phase(&ended), api::Phase::Reverted, "{ended:?}");
+    let s = t.skew().await;
+    eprintln!("revoked: {s}");
+    assert_near("after RevokeFault", &s, &Skew::expected(0.0, 0), TOL);
+    t.assert_pristine("after RevokeFault");
+    t.assert_running();
+    d.proc.shutdown().await;
+}

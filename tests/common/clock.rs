@@ -94,7 +94,7 @@ impl std::fmt::Display for Skew {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "realtime {:+.6} s, monotonic {:+.6} s, gettimeofday {:+.6} s, time {:+.0} s",
+            "realtime {:+.6} s, monotonic {:+.6} s, gettimeofday {:+.6} s, time {:+.3} s",
             self.realtime, self.monotonic, self.gettimeofday, self.time
         )
     }
