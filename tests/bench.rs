@@ -41,6 +41,7 @@
 //! | `FAULTD_BENCH_STARTS` | 5 | daemon starts per start-up measurement (median reported) |
 //! | `FAULTD_BENCH_APPENDS` | 2000 | journal appends |
 //! | `FAULTD_BENCH_RPCS` | 10000 | RPCs before the second RSS reading |
+//! | `FAULTD_BENCH_TIME_CYCLES` | 20 | TimeChaos apply+revoke cycles per target (1 and 16 threads) |
 //! | `FAULTD_BENCH_DIR` | system temp dir | where state dirs and journals live (must be a real disk: fdatasync) |
 //!
 //! Everything created (namespaces, veths, daemons) is removed by `Drop` guards; daemons also get
@@ -1747,4 +1748,221 @@ async fn bench_partition_fanout_netns() {
     .extra(json!({"per_namespace": rl.json()}))
     .print();
     assert_eq!(errors, 0, "partition fan-out errors");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TimeChaos: how long a target process is stopped
+
+/// `faultd_time_stop_seconds`: (sum, count, cumulative bucket counts by upper bound).
+fn stop_histogram(text: &str) -> (f64, f64, Vec<(f64, f64)>) {
+    let name = "faultd_time_stop_seconds";
+    let buckets = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix("_bucket{")?;
+            let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    (
+        metric(text, &format!("{name}_sum"), &[]),
+        metric(text, &format!("{name}_count"), &[]),
+        buckets,
+    )
+}
+
+/// The smallest bucket bound that holds every observation made between two scrapes: an upper
+/// bound of the longest stop.
+fn max_bound(before: &[(f64, f64)], after: &[(f64, f64)], n: f64) -> f64 {
+    after
+        .iter()
+        .map(|&(le, c)| {
+            let b = before.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
+            (le, c - b)
+        })
+        .filter(|&(_, d)| d >= n)
+        .map(|(le, _)| le)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The per-process stop times (ms) in faultd's log (`TimeChaos: vDSO patched|restored ...
+/// stopped_us=N`), in order.
+fn logged_stops(log: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("TimeChaos: vDSO"))
+        .filter_map(|l| {
+            // strip ANSI colours: ESC [ ... m
+            let mut plain = String::with_capacity(l.len());
+            let mut it = l.chars();
+            while let Some(ch) = it.next() {
+                if ch == '\x1b' {
+                    for c in it.by_ref() {
+                        if c == 'm' {
+                            break;
+                        }
+                    }
+                } else {
+                    plain.push(ch);
+                }
+            }
+            let v = plain.split("stopped_us=").nth(1)?;
+            let digits: String = v.chars().take_while(|c| c.is_ascii_digit()).collect();
+            Some(digits.parse::<f64>().ok()? / 1e3)
+        })
+        .collect()
+}
+
+fn time_req(pid: u32, sec: i64) -> api::ApplyFaultRequest {
+    api::ApplyFaultRequest {
+        ttl_seconds: 600,
+        lease_id: String::new(),
+        target_pid: pid,
+        fault: Some(api::apply_fault_request::Fault::SetTimeOffset(
+            faultd::proto::pb::TimeRequest {
+                container_id: String::new(),
+                sec,
+                nsec: 0,
+                clk_ids_mask: 1,
+                uid: format!("bench-{sec}"),
+                pod_container_name: String::new(),
+            },
+        )),
+    }
+}
+
+/// TimeChaos apply/revoke cycles (ApplyFault `set_time_offset` with `target_pid`, then
+/// RevokeFault) against clockreport (`tests/env/ctr/clockreport.c`) with 1 and with 16
+/// threads (15 of them calling `clock_gettime` in a loop): how long faultd keeps the process
+/// stopped per patch or restore (`faultd_time_stop_seconds`: mean = sum / count, and the
+/// bucket bound that holds every stop; the exact p50/p99/max from faultd's log lines, one per
+/// stopped process), and the client-observed RPC latencies. The skew is checked on the first
+/// and the last cycle, and the vDSO is pristine at the end.
+/// `FAULTD_BENCH_TIME_CYCLES` (default 20) cycles per variant.
+#[tokio::test]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_time_stop() {
+    use common::clock::{binary, vdso_pristine, Report, Skew};
+    let cycles = env_usize("FAULTD_BENCH_TIME_CYCLES", 20).max(1);
+    let state = tempdir();
+    let exe = binary(state.path());
+    let state_dir = state.path().join("state");
+    let daemon_log = state_dir.with_extension("log");
+    let mut d = BenchDaemon::spawn(&state_dir);
+    let (unix, _) = d.ready().await;
+    let mut c = faults(&unix);
+    for threads in [1usize, 16] {
+        let log = state.path().join(format!("clock-{threads}.log"));
+        let mut target = Command::new(&exe)
+            .arg("-o")
+            .arg(&log)
+            .args(["-t", &(threads - 1).to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = target.id();
+        let report = Report::new(&log);
+        report.next("parent", None).await;
+        let seen = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count();
+        assert_eq!(seen, threads, "clockreport threads");
+
+        let (sum0, n0, b0) = stop_histogram(&d.metrics().await);
+        let logged0 = logged_stops(&daemon_log).len();
+        let (mut apply, mut revoke) = (Vec::new(), Vec::new());
+        for i in 0..cycles {
+            let t0 = Instant::now();
+            let f = c
+                .apply_fault(time_req(pid, 3600))
+                .await
+                .expect("ApplyFault set_time_offset")
+                .into_inner();
+            apply.push(ms(t0.elapsed()));
+            if i == 0 || i == cycles - 1 {
+                let s = report.skew("parent", None).await;
+                assert!(
+                    s.near(&Skew::expected(3600.0, 1), 1.0),
+                    "cycle {i}: skew {s}"
+                );
+            }
+            let t0 = Instant::now();
+            c.revoke_fault(api::RevokeFaultRequest { id: f.id })
+                .await
+                .expect("RevokeFault");
+            revoke.push(ms(t0.elapsed()));
+        }
+        let s = report.skew("parent", None).await;
+        assert!(s.near(&Skew::expected(0.0, 0), 1.0), "after revoke: {s}");
+        assert!(vdso_pristine(pid), "clockreport's vDSO is not pristine");
+        let (sum1, n1, b1) = stop_histogram(&d.metrics().await);
+        d.assert_alive();
+        assert!(target.try_wait().unwrap().is_none(), "clockreport died");
+        let _ = target.kill();
+        let _ = target.wait();
+
+        let (stops, secs) = (n1 - n0, sum1 - sum0);
+        assert!(
+            stops >= 2.0 * cycles as f64,
+            "faultd_time_stop_seconds: {stops} observations for {cycles} cycles"
+        );
+        let mean = if stops > 0.0 { secs / stops } else { 0.0 };
+        let bound = max_bound(&b0, &b1, stops);
+        let logged = logged_stops(&daemon_log).split_off(logged0);
+        let l = (!logged.is_empty()).then(|| Stats::of(&logged));
+        let (a, r) = (Stats::of(&apply), Stats::of(&revoke));
+        let (id_mean, id_max, id_apply, id_revoke) = if threads == 1 {
+            (
+                "time_stop_mean_1t",
+                "time_stop_max_1t",
+                "time_apply_1t",
+                "time_revoke_1t",
+            )
+        } else {
+            (
+                "time_stop_mean_16t",
+                "time_stop_max_16t",
+                "time_apply_16t",
+                "time_revoke_16t",
+            )
+        };
+        let metric_mean =
+            format!("TimeChaos: process stopped per patch/restore, mean ({threads} threads)");
+        let metric_max =
+            format!("TimeChaos: process stopped per patch/restore, max ({threads} threads)");
+        let metric_apply =
+            format!("TimeChaos: ApplyFault set_time_offset, client p50 ({threads} threads)");
+        let metric_revoke = format!("TimeChaos: RevokeFault, client p50 ({threads} threads)");
+        row(id_mean, &metric_mean, "ms", mean * 1e3)
+            .extra(json!({"cycles": cycles, "stops": stops, "threads": threads,
+                          "source": "faultd_time_stop_seconds sum / count"}))
+            .print();
+        // The log's exact maximum; the histogram's bucket bound when the log has no stop lines.
+        let max = l.as_ref().map_or(bound * 1e3, |l| l.max);
+        row(id_max, &metric_max, "ms", max)
+            .extra(json!({"logged": l.as_ref().map(Stats::json),
+                          "histogram_bucket_bound_ms": r4(bound * 1e3)}))
+            .print();
+        row(id_apply, &metric_apply, "ms", a.p50)
+            .extra(a.json())
+            .print();
+        row(id_revoke, &metric_revoke, "ms", r.p50)
+            .extra(r.json())
+            .print();
+        let logged = l.as_ref().map_or("none".into(), |l| {
+            format!("p50 {:.3} p99 {:.3} n {}", l.p50, l.p99, l.n)
+        });
+        eprintln!(
+            "time stop ({threads} threads, {cycles} cycles, {stops} stops): mean {:.3} ms, max {max:.3} ms (bucket <= {:.3} ms), logged {logged}; apply p50 {:.2} ms, revoke p50 {:.2} ms",
+            mean * 1e3,
+            bound * 1e3,
+            a.p50,
+            r.p50
+        );
+    }
 }
