@@ -4,7 +4,9 @@
 //! process and its descendants) against clockreport (`tests/env/ctr/clockreport.c`, the static
 //! binary `tests/env/setup.sh` leaves in `tests/env/cache/`, compiled on the spot if missing)
 //! run as a child of this test with two extra threads, reporting to a file. `faultd ctl time`
-//! with a TTL too. Every test is `#[ignore]`d and refuses to run outside the VM. By hand:
+//! with a TTL too. And once through the Chaos Mesh API on a container of the guest's containerd
+//! (cgroup v2; skipped with a note when the suite runs without containerd). Every test is
+//! `#[ignore]`d and refuses to run outside the VM. By hand:
 //!
 //! ```text
 //! cargo test --no-run --test vm_time
@@ -18,9 +20,11 @@ use std::time::{Duration, Instant};
 use common::clock::{
     assert_near, binary, children_of, own_vdso, vdso_patched, vdso_pristine, Report, Skew,
 };
+use common::ctr::{unique, Container};
 use common::host::{faults, list, DaemonProc};
 use faultd::proto::faultd::v1 as api;
 use faultd::proto::pb;
+use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
 
 const REALTIME: u64 = 1 << libc::CLOCK_REALTIME;
 const MONOTONIC: u64 = 1 << libc::CLOCK_MONOTONIC;
@@ -299,5 +303,74 @@ async fn ctl_time_on_a_pid_with_a_ttl_expires_and_kill_9_is_reconciled() {
     eprintln!("after kill -9 and restart: {s}");
     assert_near("after restart", &s, &Skew::expected(0.0, 0), TOL);
     t.assert_running();
+    d.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "VM tier: run by tests/run-all.sh inside the test VM"]
+async fn set_time_offset_on_a_container_of_the_guest_containerd_and_recover() {
+    require_vm();
+    let Ok(sock) = std::env::var("FAULTD_TEST_CTR_SOCK") else {
+        eprintln!("no containerd in this VM run (FAULTD_TEST_CTR_SOCK unset): skipped");
+        return;
+    };
+    let name = unique("vmtime");
+    let c = Container::run_argv(
+        &name,
+        &[],
+        &["/bin/clockreport", "-o", "/tmp/clock.log", "-t", "2"],
+    );
+    let pid = c.pid();
+    let report = Report::new(format!("/proc/{pid}/root/tmp/clock.log"));
+    let s = report.next("parent", None).await.skew();
+    assert_near("before", &s, &Skew::expected(0.0, 0), TOL);
+    let state = tempfile::tempdir().unwrap();
+    let (mut d, url, _) = DaemonProc::spawn_tcp(
+        state.path(),
+        &["--runtime", "containerd", "--runtime-socket-path", &sock],
+    );
+    d.ready().await;
+    let mut client = ChaosDaemonClient::connect(url).await.unwrap();
+    let req = |sec: i64, mask: u64| pb::TimeRequest {
+        container_id: c.id(),
+        sec,
+        nsec: 0,
+        clk_ids_mask: mask,
+        uid: "vm-chaos".into(),
+        pod_container_name: format!("pod-{name}:app"),
+    };
+
+    let t0 = Instant::now();
+    client.set_time_offset(req(3600, REALTIME)).await.unwrap();
+    let took = t0.elapsed();
+    let s = report.skew("parent", None).await;
+    eprintln!("container +3600 s REALTIME (SetTimeOffset took {took:?}): {s}");
+    assert_near("container", &s, &Skew::expected(3600.0, REALTIME), TOL);
+    // SIGUSR1: a child forked after the injection.
+    // SAFETY: kill(2) of the container's init by its host pid.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    let t1 = Instant::now();
+    let child = loop {
+        if let Some(p) = report.children().first().copied() {
+            break p;
+        }
+        assert!(t1.elapsed() < Duration::from_secs(30), "no child reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let s = report.skew("child", Some(child)).await;
+    eprintln!("child forked after: {s}");
+    assert_near("child", &s, &Skew::expected(3600.0, REALTIME), TOL);
+
+    client.recover_time_offset(req(0, 0)).await.unwrap();
+    for (who, p) in [("parent", None), ("child", Some(child))] {
+        let s = report.skew(who, p).await;
+        eprintln!("recovered {who}: {s}");
+        assert_near(who, &s, &Skew::expected(0.0, 0), TOL);
+    }
+    let mut all = vec![pid];
+    all.extend(children_of(pid));
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all.iter().all(|&p| vdso_pristine(p)), "{all:?}");
+    assert!(c.running() && c.pid() == pid);
     d.shutdown().await;
 }
