@@ -1931,13 +1931,14 @@ async fn bench_time_stop() {
                 "time_revoke_16t",
             )
         };
+        let tw = if threads == 1 { "thread" } else { "threads" };
         let metric_mean =
-            format!("TimeChaos: process stopped per patch/restore, mean ({threads} threads)");
+            format!("TimeChaos: process stopped per patch/restore, mean ({threads} {tw})");
         let metric_max =
-            format!("TimeChaos: process stopped per patch/restore, max ({threads} threads)");
+            format!("TimeChaos: process stopped per patch/restore, max ({threads} {tw})");
         let metric_apply =
-            format!("TimeChaos: ApplyFault set_time_offset, client p50 ({threads} threads)");
-        let metric_revoke = format!("TimeChaos: RevokeFault, client p50 ({threads} threads)");
+            format!("TimeChaos: ApplyFault set_time_offset, client p50 ({threads} {tw})");
+        let metric_revoke = format!("TimeChaos: RevokeFault, client p50 ({threads} {tw})");
         row(id_mean, &metric_mean, "ms", mean * 1e3)
             .extra(json!({"cycles": cycles, "stops": stops, "threads": threads,
                           "source": "faultd_time_stop_seconds sum / count"}))
