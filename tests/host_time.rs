@@ -94,10 +94,15 @@ struct Target {
 
 impl Target {
     async fn start(tag: &str) -> Target {
+        Target::start_with(tag, &[]).await
+    }
+
+    /// With more `ctr run` options (e.g. `--with-ns pid:…` to join another pid namespace).
+    async fn start_with(tag: &str, opts: &[&str]) -> Target {
         let name = unique(tag);
         let c = Container::run_argv(
             &name,
-            &[],
+            opts,
             &["/bin/clockreport", "-o", "/tmp/clock.log", "-t", "2"],
         );
         let pid = c.pid();
@@ -671,4 +676,98 @@ async fn apply_fault_with_a_ttl_expires_and_ctl_time_is_revoked() {
     t.assert_pristine("after RevokeFault");
     t.assert_running();
     d.proc.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn containers_without_their_own_pid_namespace_are_covered_by_their_cgroup_only() {
+    // A pod with shareProcessNamespace: a pause container holds the pid namespace, two app
+    // containers join it. TimeChaos on one app container shifts it (and its later child) only.
+    let pause = Container::run_argv(&unique("time-pause"), &[], &["sleep", "3600"]);
+    let shared = format!("pid:/proc/{}/ns/pid", pause.pid());
+    let app = Target::start_with("time-app", &["--with-ns", &shared]).await;
+    let other = Target::start_with("time-other", &["--with-ns", &shared]).await;
+    // A hostPID container: in the host's pid namespace (this test's), like faultd.
+    let own_ns = format!("pid:/proc/{}/ns/pid", std::process::id());
+    let host_pid = Target::start_with("time-hostpid", &["--with-ns", &own_ns]).await;
+    // And a plain host process: must never be touched.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bystander = std::process::Command::new(common::clock::binary(dir.path()))
+        .arg("-o")
+        .arg(dir.path().join("clock.log"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let by = Report::new(dir.path().join("clock.log"));
+    by.next("parent", None).await;
+
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    let want = Skew::expected(3600.0, REALTIME);
+    let zero = Skew::expected(0.0, 0);
+
+    d.client
+        .set_time_offset(app.set("chaos-app", 3600, 0, REALTIME))
+        .await
+        .unwrap();
+    let child = app.fork_child().await;
+    let (s, sc, so) = (
+        app.skew().await,
+        app.report.skew("child", Some(child)).await,
+        other.skew().await,
+    );
+    eprintln!("shared pid ns: app {s}\n  app's child forked after {sc}\n  other container {so}");
+    assert_near("app", &s, &want, TOL);
+    assert_near("app's child", &sc, &want, TOL);
+    assert_near("the other container of the pod", &so, &zero, TOL);
+    assert!(vdso_pristine(pause.pid()), "the pause process was patched");
+    assert!(vdso_pristine(other.pid), "the other container was patched");
+
+    d.client
+        .set_time_offset(host_pid.set("chaos-hostpid", 600, 0, MONOTONIC))
+        .await
+        .unwrap();
+    let (s, sb) = (host_pid.skew().await, by.skew("parent", None).await);
+    eprintln!("hostPID container: {s}\n  host process beside it: {sb}");
+    assert_near(
+        "hostPID container",
+        &s,
+        &Skew::expected(600.0, MONOTONIC),
+        TOL,
+    );
+    assert_near("a host process", &sb, &zero, TOL);
+    assert!(vdso_pristine(bystander.id()), "a host process was patched");
+    assert!(
+        vdso_pristine(std::process::id()),
+        "the test itself was patched"
+    );
+
+    d.client
+        .recover_time_offset(app.recover("chaos-app"))
+        .await
+        .unwrap();
+    d.client
+        .recover_time_offset(host_pid.recover("chaos-hostpid"))
+        .await
+        .unwrap();
+    for (what, t) in [("app", &app), ("hostPID", &host_pid), ("other", &other)] {
+        let s = t.skew().await;
+        eprintln!("recovered {what}: {s}");
+        assert_near(what, &s, &zero, TOL);
+        t.assert_pristine(what);
+        t.assert_running();
+    }
+    assert_near(
+        "app's child",
+        &app.report.skew("child", Some(child)).await,
+        &zero,
+        TOL,
+    );
+    assert!(d.time_faults(false).await.is_empty());
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    d.proc.shutdown().await;
+    // The app containers go before the pause container that holds their namespace.
+    drop((app, other, host_pid));
+    drop(pause);
 }
