@@ -160,8 +160,18 @@ impl Target {
         }
     }
 
-    /// Host pids of every process of the container (init and its children).
+    /// Host pids of every process of the container: its pid namespace when it has its own
+    /// (init is pid 1 there), else init and its children.
     fn host_pids(&self) -> Vec<u32> {
+        let ns = |p: u32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+        let nspid = common::host::nspid(self.pid);
+        if nspid.len() > 1 && nspid.last() == Some(&1) {
+            let own = ns(self.pid);
+            return faultd::process::pids()
+                .into_iter()
+                .filter(|&p| own.is_some() && ns(p) == own)
+                .collect();
+        }
         let mut v = vec![self.pid];
         v.extend(children_of(self.pid));
         v
@@ -350,6 +360,28 @@ async fn children_forked_before_and_after_injection_are_skewed_and_restored() {
     let procs = t.host_pids();
     assert_eq!(procs.len(), 3, "init and two children: {procs:?}");
     assert!(procs.iter().all(|&p| vdso_patched(p)), "{procs:?}");
+    // A process exec'd into the container after the injection (`ctr task exec`, as kubectl
+    // exec): a fresh vDSO. Its skew is printed; the recover must cope with it.
+    let out = common::ctr::ctr(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "clk-exec",
+        &t.c.name,
+        "/bin/clockreport",
+        "-o",
+        "/tmp/exec.log",
+    ]);
+    assert!(
+        out.status.success(),
+        "ctr task exec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exec = Report::new(format!("/proc/{}/root/tmp/exec.log", t.pid));
+    let sx = exec.skew("parent", None).await;
+    eprintln!("process exec'd after the injection: {sx}");
+    assert_eq!(t.host_pids().len(), 4, "{:?}", t.host_pids());
 
     let before = d.stops().await;
     d.client
@@ -366,6 +398,9 @@ async fn children_forked_before_and_after_injection_are_skewed_and_restored() {
         eprintln!("recovered {who} {pid:?}: {s}");
         assert_near(&format!("{who} {pid:?} after recover"), &s, &zero, TOL);
     }
+    let sx = exec.skew("parent", None).await;
+    eprintln!("recovered: the exec'd process {sx}");
+    assert_near("the exec'd process after recover", &sx, &zero, TOL);
     t.assert_pristine("after recover");
     let after = d.stops().await;
     eprintln!(
