@@ -806,3 +806,125 @@ async fn containers_without_their_own_pid_namespace_are_covered_by_their_cgroup_
     drop((app, other, host_pid));
     drop(pause);
 }
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn a_skew_whose_journal_is_lost_is_found_by_the_doctor_and_taken_over_by_a_new_fault() {
+    let t = Target::start("time-lost").await;
+    let want = Skew::expected(3600.0, REALTIME);
+    let zero = Skew::expected(0.0, 0);
+    let here = format!("pid {}", t.pid);
+    let fake_clocks = |r: &api::DoctorReport| -> Vec<api::Residue> {
+        r.residue
+            .iter()
+            .filter(|x| x.kind == "fake clock" && x.location == here)
+            .cloned()
+            .collect()
+    };
+
+    // kill -9 while set, and the state dir is lost: a daemon with a fresh one knows nothing.
+    let lost = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(lost.path()).await;
+    d.client
+        .set_time_offset(t.set("chaos-lost", 3600, 0, REALTIME))
+        .await
+        .unwrap();
+    d.proc.kill9();
+    drop(lost);
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    assert_near("journal lost", &t.skew().await, &want, TOL);
+    let mut doctor = api::doctor_client::DoctorClient::new(d.admin.clone());
+    let report = doctor
+        .check(api::DoctorRequest { fix: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let found = fake_clocks(&report);
+    eprintln!("doctor: {found:?}");
+    assert_eq!(found.len(), 1, "{:#?}", report.residue);
+    assert!(!found[0].removed);
+    assert_near("doctor without --fix", &t.skew().await, &want, TOL);
+    let report = doctor
+        .check(api::DoctorRequest { fix: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let fixed = fake_clocks(&report);
+    assert!(
+        fixed.len() == 1 && fixed[0].removed,
+        "{:#?}",
+        report.residue
+    );
+    let s = t.skew().await;
+    eprintln!("after doctor --fix: {s}");
+    assert_near("after doctor --fix", &s, &zero, TOL);
+    t.assert_pristine("after doctor --fix");
+
+    // Lost again; then a new TimeChaos on the container takes the patched entries over: its
+    // own offset only (nothing of the stale one), and its recover restores everything.
+    d.client
+        .set_time_offset(t.set("chaos-lost", 3600, 0, REALTIME))
+        .await
+        .unwrap();
+    d.proc.kill9();
+    drop(state);
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    assert_near("journal lost again", &t.skew().await, &want, TOL);
+    d.client
+        .set_time_offset(t.set("chaos-new", 60, 0, REALTIME))
+        .await
+        .unwrap();
+    let s = t.skew().await;
+    eprintln!("a new fault over the stale patch: {s}");
+    assert_near(
+        "a new fault over the stale patch",
+        &s,
+        &Skew::expected(60.0, REALTIME),
+        TOL,
+    );
+    d.client
+        .recover_time_offset(t.recover("chaos-new"))
+        .await
+        .unwrap();
+    let s = t.skew().await;
+    eprintln!("recovered: {s}");
+    assert_near("recovered", &s, &zero, TOL);
+    t.assert_pristine("after the new fault's recover");
+    t.assert_running();
+    d.proc.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn a_target_that_is_gone_does_not_block_the_recover() {
+    let t = Target::start("time-gone").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    d.client
+        .set_time_offset(t.set("chaos-gone", 3600, 0, REALTIME))
+        .await
+        .unwrap();
+    assert_near(
+        "set",
+        &t.skew().await,
+        &Skew::expected(3600.0, REALTIME),
+        TOL,
+    );
+    t.c.remove();
+    d.client
+        .recover_time_offset(t.recover("chaos-gone"))
+        .await
+        .unwrap();
+    assert!(d.time_faults(false).await.is_empty());
+    let ended = d.time_faults(true).await;
+    let f = only(&ended);
+    eprintln!("ended: {:?} {} {}", phase(f), f.end_reason, f.last_error);
+    assert_eq!(phase(f), api::Phase::Reverted, "{f:?}");
+    assert!(
+        ["target_gone", "request"].contains(&f.end_reason.as_str()),
+        "{f:?}"
+    );
+    d.proc.shutdown().await;
+}
