@@ -928,3 +928,98 @@ async fn a_target_that_is_gone_does_not_block_the_recover() {
     );
     d.proc.shutdown().await;
 }
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn concurrent_sets_and_recovers_on_one_container_merge_consistently() {
+    let t = Target::start("time-race").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    for round in 0..5 {
+        let (mut ca, mut cb) = (d.client.clone(), d.client.clone());
+        let (ra, rb) = tokio::join!(
+            ca.set_time_offset(t.set("race-a", 3600, 0, REALTIME)),
+            cb.set_time_offset(t.set("race-b", 60, 0, REALTIME)),
+        );
+        ra.unwrap();
+        rb.unwrap();
+        let s = t.skew().await;
+        assert_near(
+            &format!("round {round}: A + B set at once"),
+            &s,
+            &Skew::expected(3660.0, REALTIME),
+            TOL,
+        );
+        let (ra, rb) = tokio::join!(
+            ca.recover_time_offset(t.recover("race-a")),
+            cb.recover_time_offset(t.recover("race-b")),
+        );
+        ra.unwrap();
+        rb.unwrap();
+        let z = t.skew().await;
+        eprintln!("round {round}: both set {s}; both recovered {z}");
+        assert_near(
+            &format!("round {round}: both recovered at once"),
+            &z,
+            &Skew::expected(0.0, 0),
+            TOL,
+        );
+        t.assert_pristine(&format!("round {round}"));
+        assert!(d.time_faults(false).await.is_empty());
+    }
+    t.assert_running();
+    d.proc.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn an_offset_beyond_what_the_clock_can_hold_is_refused() {
+    let t = Target::start("time-big").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    // Chaos Mesh's timeOffset is a Go duration: |offset| < 2^63 ns (292 years); the largest
+    // ones work.
+    for sec in [9_000_000_000i64, -1_700_000_000] {
+        d.client
+            .set_time_offset(t.set("chaos-big", sec, 0, REALTIME))
+            .await
+            .unwrap();
+        let s = t.skew().await;
+        eprintln!("sec={sec}: {s}");
+        assert_near(
+            &format!("sec={sec}"),
+            &s,
+            &Skew::expected(sec as f64, REALTIME),
+            TOL,
+        );
+        d.client
+            .recover_time_offset(t.recover("chaos-big"))
+            .await
+            .unwrap();
+    }
+    // Far beyond that, now + offset overflows the 64-bit seconds of a timespec: refused.
+    for sec in [i64::MAX, i64::MIN, i64::MAX / 2] {
+        let r = d
+            .client
+            .set_time_offset(t.set("chaos-big", sec, 0, REALTIME))
+            .await;
+        if r.is_ok() {
+            let s = t.skew().await;
+            let raw = t.report.next("parent", None).await;
+            eprintln!(
+                "sec={sec} accepted: the target sees {s} (clock_gettime tv_sec {}, time() {})",
+                raw.realtime_ns.div_euclid(1_000_000_000),
+                raw.time_ns / 1_000_000_000
+            );
+            d.client
+                .recover_time_offset(t.recover("chaos-big"))
+                .await
+                .unwrap();
+        }
+        let e = r.expect_err(&format!("sec={sec} was accepted"));
+        assert_eq!(e.code(), Code::InvalidArgument, "sec={sec}: {e:?}");
+    }
+    assert_near("after", &t.skew().await, &Skew::expected(0.0, 0), TOL);
+    t.assert_pristine("after");
+    d.proc.shutdown().await;
+}

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// One `CLK` line of clockreport.
+/// One `CLK` line of clockreport; times in nanoseconds (i128: a skewed clock may be past
+/// what 64-bit nanoseconds hold).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     /// `parent`, or `child` for a process forked on SIGUSR1.
@@ -13,15 +14,15 @@ pub struct Sample {
     /// The pid in the process's own pid namespace.
     pub pid: u32,
     pub seq: u64,
-    /// Through libc (the vDSO): CLOCK_REALTIME, CLOCK_MONOTONIC (ns), gettimeofday (µs),
-    /// time() (s).
-    pub realtime_ns: i64,
-    pub monotonic_ns: i64,
-    pub tod_us: i64,
-    pub time_s: i64,
+    /// Through libc (the vDSO): CLOCK_REALTIME, CLOCK_MONOTONIC, gettimeofday (µs
+    /// resolution), time() (s resolution).
+    pub realtime_ns: i128,
+    pub monotonic_ns: i128,
+    pub tod_ns: i128,
+    pub time_ns: i128,
     /// The raw syscall (the kernel's clock, which no vDSO patch moves), read just before.
-    pub sys_realtime_ns: i64,
-    pub sys_monotonic_ns: i64,
+    pub sys_realtime_ns: i128,
+    pub sys_monotonic_ns: i128,
 }
 
 /// The skew a process sees in seconds: libc's value minus the kernel's own clock.
@@ -35,33 +36,36 @@ pub struct Skew {
 }
 
 impl Sample {
+    /// `CLK role pid seq rt_s rt_ns mono_s mono_ns tod_s tod_us time_s sys_rt_s sys_rt_ns
+    /// sys_mono_s sys_mono_ns`.
     pub fn parse(line: &str) -> Option<Sample> {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 10 || f[0] != "CLK" {
+        if f.len() != 15 || f[0] != "CLK" {
             return None;
         }
-        let n = |i: usize| f[i].parse::<i64>().ok();
+        let n = |i: usize| f[i].parse::<i128>().ok();
+        let ts = |i: usize| Some(n(i)? * 1_000_000_000 + n(i + 1)?);
         Some(Sample {
             role: f[1].to_string(),
             pid: f[2].parse().ok()?,
             seq: f[3].parse().ok()?,
-            realtime_ns: n(4)?,
-            monotonic_ns: n(5)?,
-            tod_us: n(6)?,
-            time_s: n(7)?,
-            sys_realtime_ns: n(8)?,
-            sys_monotonic_ns: n(9)?,
+            realtime_ns: ts(4)?,
+            monotonic_ns: ts(6)?,
+            tod_ns: n(8)? * 1_000_000_000 + n(9)? * 1000,
+            time_ns: n(10)? * 1_000_000_000,
+            sys_realtime_ns: ts(11)?,
+            sys_monotonic_ns: ts(13)?,
         })
     }
 
     pub fn skew(&self) -> Skew {
         let s = |ns: i128| ns as f64 / 1e9;
-        let rt = self.sys_realtime_ns as i128;
+        let rt = self.sys_realtime_ns;
         Skew {
-            realtime: s(self.realtime_ns as i128 - rt),
-            monotonic: s(self.monotonic_ns as i128 - self.sys_monotonic_ns as i128),
-            gettimeofday: s(self.tod_us as i128 * 1000 - rt),
-            time: s(self.time_s as i128 * 1_000_000_000 - rt),
+            realtime: s(self.realtime_ns - rt),
+            monotonic: s(self.monotonic_ns - self.sys_monotonic_ns),
+            gettimeofday: s(self.tod_ns - rt),
+            time: s(self.time_ns - rt),
         }
     }
 }
@@ -159,9 +163,9 @@ impl Report {
             if let Some(s) = self
                 .samples()
                 .into_iter()
-                .find(|s| s.sys_monotonic_ns > after_mono_ns && want(s))
+                .find(|s| s.sys_monotonic_ns > i128::from(after_mono_ns) && want(s))
             {
-                let age = (real_ns() - s.sys_realtime_ns) as f64 / 1e9;
+                let age = (i128::from(real_ns()) - s.sys_realtime_ns) as f64 / 1e9;
                 assert!(
                     (-0.5..5.0).contains(&age),
                     "{what}: a line {age:.3} s old by this process's clock: {s:?}"

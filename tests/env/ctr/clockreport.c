@@ -2,17 +2,18 @@
  *
  * Every 100 ms it appends one line to FILE (default: stdout):
  *
- *   CLK <role> <pid> <seq> <rt_ns> <mono_ns> <tod_us> <time_s> <sys_rt_ns> <sys_mono_ns>
+ *   CLK <role> <pid> <seq> <rt> <mono> <tod> <time> <sys_rt> <sys_mono>
  *
  * role      "parent", or "child" for a process forked on SIGUSR1 (one per signal)
  * pid       getpid() (in the process's own pid namespace)
- * rt_ns     clock_gettime(CLOCK_REALTIME) in ns        } through libc, i.e. the vDSO
- * mono_ns   clock_gettime(CLOCK_MONOTONIC) in ns       } (what TimeChaos patches)
- * tod_us    gettimeofday() in us                       }
- * time_s    time(NULL)                                 }
- * sys_*_ns  the same two clocks by the raw syscall, read just before: the kernel's own clock,
- *           which no vDSO patch can move, so `rt_ns - sys_rt_ns` is the skew this process sees
- *           (plus a few microseconds) and `sys_mono_ns` says when the line was made.
+ * rt        clock_gettime(CLOCK_REALTIME): "SEC NSEC"   } through libc, i.e. the vDSO
+ * mono      clock_gettime(CLOCK_MONOTONIC): "SEC NSEC"  } (what TimeChaos patches)
+ * tod       gettimeofday(): "SEC USEC"                  }
+ * time      time(NULL): "SEC"                           }
+ * sys_*     the same two clocks by the raw syscall ("SEC NSEC"), read just before: the kernel's
+ *           own clock, which no vDSO patch can move, so `rt - sys_rt` is the skew this process
+ *           sees (plus a few microseconds) and `sys_mono` says when the line was made.
+ * (Seconds and fractions apart: a skewed clock may be past what 64-bit nanoseconds hold.)
  *
  * Each line is one write(2) on an O_APPEND descriptor, so the lines of a parent and its
  * children never interleave. A child dies with its parent (PR_SET_PDEATHSIG).
@@ -44,20 +45,16 @@ static void on_usr1(int sig) {
   fork_requests++;
 }
 
-static long long ns_of(const struct timespec *ts) {
-  return (long long)ts->tv_sec * 1000000000LL + ts->tv_nsec;
+static struct timespec sys_clock(clockid_t id) {
+  struct timespec ts = {-1, 0};
+  syscall(SYS_clock_gettime, id, &ts);
+  return ts;
 }
 
-static long long sys_clock(clockid_t id) {
-  struct timespec ts;
-  if (syscall(SYS_clock_gettime, id, &ts) != 0) return -1;
-  return ns_of(&ts);
-}
-
-static long long libc_clock(clockid_t id) {
-  struct timespec ts;
-  if (clock_gettime(id, &ts) != 0) return -1;
-  return ns_of(&ts);
+static struct timespec libc_clock(clockid_t id) {
+  struct timespec ts = {-1, 0};
+  clock_gettime(id, &ts);
+  return ts;
 }
 
 static void *spin(void *arg) {
@@ -75,17 +72,20 @@ static void *spin(void *arg) {
 }
 
 static void report(int fd, const char *role, unsigned long seq) {
-  long long sys_rt = sys_clock(CLOCK_REALTIME);
-  long long sys_mono = sys_clock(CLOCK_MONOTONIC);
-  long long rt = libc_clock(CLOCK_REALTIME);
-  long long mono = libc_clock(CLOCK_MONOTONIC);
-  struct timeval tv;
+  struct timespec sys_rt = sys_clock(CLOCK_REALTIME);
+  struct timespec sys_mono = sys_clock(CLOCK_MONOTONIC);
+  struct timespec rt = libc_clock(CLOCK_REALTIME);
+  struct timespec mono = libc_clock(CLOCK_MONOTONIC);
+  struct timeval tv = {-1, 0};
   gettimeofday(&tv, NULL);
-  long long tod = (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
   long long t = (long long)time(NULL);
-  char line[256];
-  int n = snprintf(line, sizeof line, "CLK %s %d %lu %lld %lld %lld %lld %lld %lld\n", role,
-                   (int)getpid(), seq, rt, mono, tod, t, sys_rt, sys_mono);
+  char line[320];
+  int n = snprintf(line, sizeof line,
+                   "CLK %s %d %lu %lld %ld %lld %ld %lld %ld %lld %lld %ld %lld %ld\n", role,
+                   (int)getpid(), seq, (long long)rt.tv_sec, rt.tv_nsec, (long long)mono.tv_sec,
+                   mono.tv_nsec, (long long)tv.tv_sec, (long)tv.tv_usec, t,
+                   (long long)sys_rt.tv_sec, sys_rt.tv_nsec, (long long)sys_mono.tv_sec,
+                   sys_mono.tv_nsec);
   if (n > 0 && write(fd, line, (size_t)n) < 0 && errno == EBADF) _exit(3);
 }
 
