@@ -437,8 +437,17 @@ async fn kill_9_while_set_is_rolled_back_by_the_next_daemon_and_sigterm_rolls_ba
             TOL,
         );
         d.proc.kill9();
-        // Nobody restores it meanwhile.
+        // Nobody restores it meanwhile; a child forked while faultd is dead inherits the
+        // patch and must be restored by the next daemon too.
         assert_near("faultd dead", &t.skew().await, &want, TOL);
+        let orphan = t.fork_child().await;
+        assert_near(
+            "child forked while faultd is dead",
+            &t.report.skew("child", Some(orphan)).await,
+            &want,
+            TOL,
+        );
+        assert_eq!(t.host_pids().len(), 3);
         assert!(t.host_pids().iter().all(|&p| vdso_patched(p)));
     }
     let t0 = Instant::now();
@@ -1021,5 +1030,37 @@ async fn an_offset_beyond_what_the_clock_can_hold_is_refused() {
     }
     assert_near("after", &t.skew().await, &Skew::expected(0.0, 0), TOL);
     t.assert_pristine("after");
+    d.proc.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "host tier: root and the test containerd; run by tests/run-all.sh"]
+async fn a_target_gone_while_faultd_was_dead_does_not_stop_the_restart() {
+    let t = Target::start("time-gone9").await;
+    let state = tempfile::tempdir().unwrap();
+    {
+        let mut d = Daemon::start(state.path()).await;
+        d.client
+            .set_time_offset(t.set("chaos-gone9", 3600, 0, REALTIME))
+            .await
+            .unwrap();
+        d.proc.kill9();
+    }
+    t.c.remove();
+    let mut d = Daemon::start(state.path()).await;
+    assert!(d.time_faults(false).await.is_empty());
+    let ended = d.time_faults(true).await;
+    let f = only(&ended);
+    eprintln!("ended: {:?} {} {}", phase(f), f.end_reason, f.last_error);
+    assert!(
+        ["target_gone", "restart"].contains(&f.end_reason.as_str()),
+        "{f:?}"
+    );
+    assert_ne!(phase(f), api::Phase::Applied, "{f:?}");
+    // The controller's recover for it is still OK.
+    d.client
+        .recover_time_offset(t.recover("chaos-gone9"))
+        .await
+        .unwrap();
     d.proc.shutdown().await;
 }
