@@ -1959,7 +1959,7 @@ async fn bench_time_stop() {
             format!("p50 {:.3} p99 {:.3} n {}", l.p50, l.p99, l.n)
         });
         eprintln!(
-            "time stop ({threads} threads, {cycles} cycles, {stops} stops): mean {:.3} ms, max {max:.3} ms (bucket <= {:.3} ms), logged {logged}; apply p50 {:.2} ms, revoke p50 {:.2} ms",
+            "time stop ({threads} {tw}, {cycles} cycles, {stops} stops): mean {:.3} ms, max {max:.3} ms (bucket <= {:.3} ms), logged {logged}; apply p50 {:.2} ms, revoke p50 {:.2} ms",
             mean * 1e3,
             bound * 1e3,
             a.p50,
