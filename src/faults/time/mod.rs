@@ -50,6 +50,9 @@ use crate::vdso::{PageData, TimeOffset, VdsoError};
 use members::Members;
 use patch::{OwnVdso, Site};
 
+/// The largest offset, as Go's `time.Duration` (what the controller's `timeOffset` is).
+pub const MAX_OFFSET_NANOS: i128 = i64::MAX as i128;
+
 /// The highest clock id a mask may select (`CLOCK_TAI`).
 pub const MAX_CLOCK_ID: u32 = 11;
 
@@ -59,7 +62,7 @@ pub enum TimeError {
     NoClock(u64),
     #[error("clk_ids_mask {0:#x} selects clock ids above {MAX_CLOCK_ID} (CLOCK_TAI); bit n is clock id n")]
     BadMask(u64),
-    #[error("the offset {sec} s {nsec} ns is out of range")]
+    #[error("the offset {sec} s {nsec} ns is out of range (TimeChaos offsets are durations of at most ±292 years, as Chaos Mesh's timeOffset)")]
     BadOffset { sec: i64, nsec: i64 },
     #[error("TimeChaos needs container_id or pod_container_name")]
     NoKey,
@@ -151,10 +154,17 @@ impl TimeSpec {
         if e.mask >> (MAX_CLOCK_ID + 1) != 0 {
             return Err(TimeError::BadMask(e.mask));
         }
-        TimeOffset::new(e.sec, e.nsec).ok_or(TimeError::BadOffset {
+        let bad = || TimeError::BadOffset {
             sec: e.sec,
             nsec: e.nsec,
-        })
+        };
+        let offset = TimeOffset::new(e.sec, e.nsec).ok_or_else(bad)?;
+        // Chaos Mesh's offset is a Go duration (i64 nanoseconds); anything beyond it would let
+        // the target's clock wrap around.
+        if offset.as_nanos().abs() > MAX_OFFSET_NANOS {
+            return Err(bad());
+        }
+        Ok(offset)
     }
 }
 
@@ -164,6 +174,11 @@ pub fn merge(entries: &[TimeEntry]) -> Option<(TimeOffset, u64)> {
     let nanos = entries.iter().try_fold(0i128, |acc, e| {
         acc.checked_add(i128::from(e.sec) * 1_000_000_000 + i128::from(e.nsec))
     })?;
+    // Several maximal offsets summed stay far from wrapping (±292 years each), but not
+    // without bound.
+    if nanos.abs() > 16 * MAX_OFFSET_NANOS {
+        return None;
+    }
     let sec = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
     let nsec = i64::try_from(nanos.rem_euclid(1_000_000_000)).ok()?;
     Some((

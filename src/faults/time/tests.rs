@@ -31,10 +31,24 @@ fn masks_and_offsets_are_validated() {
         Err(TimeError::BadMask(_))
     ));
     assert!(spec(1, 0, (1 << 12) - 1).validate().is_ok());
-    assert!(matches!(
-        spec(i64::MAX, 2_000_000_000, 1).validate(),
-        Err(TimeError::BadOffset { .. })
-    ));
+    for (sec, nsec) in [
+        (i64::MAX, 2_000_000_000),
+        (i64::MAX, 0),
+        (i64::MIN, 0),
+        (i64::MAX / 2, 0),
+        (9_223_372_037, 0),
+    ] {
+        assert!(
+            matches!(
+                spec(sec, nsec, 1).validate(),
+                Err(TimeError::BadOffset { .. })
+            ),
+            "{sec} {nsec}"
+        );
+    }
+    // The largest Go duration, and a large legal one, are fine.
+    assert!(spec(9_223_372_036, 854_775_807, 1).validate().is_ok());
+    assert!(spec(-9_000_000_000, 0, 1).validate().is_ok());
     for e in [
         TimeError::NoClock(0),
         TimeError::BadMask(1 << 40),
