@@ -114,6 +114,29 @@ pub enum CtlCommand {
         #[arg(long)]
         lease: Option<String>,
     },
+    /// Shift the clocks of a container's processes, or of a process and its descendants
+    /// (TimeChaos).
+    Time {
+        /// Container id with its runtime prefix.
+        #[arg(long, conflicts_with = "pid")]
+        container: Option<String>,
+        /// Host PID: this process and its descendants.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The offset, as Chaos Mesh's timeOffset: -10m100ns, 3600s, +1h.
+        #[arg(long, allow_hyphen_values = true, value_parser = crate::duration::parse_signed_nanos)]
+        offset: i128,
+        /// The clocks to shift (comma-separated: REALTIME, MONOTONIC, BOOTTIME, ...);
+        /// gettimeofday and time() follow REALTIME.
+        #[arg(long, default_value = "REALTIME", value_parser = crate::faults::time::clock_mask)]
+        clocks: u64,
+        /// Roll the fault back after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = crate::duration::parse_duration)]
+        ttl: Duration,
+        /// Tie the fault to a lease.
+        #[arg(long)]
+        lease: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -494,6 +517,40 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                         dns_server: server.clone(),
                         enable: true,
                         enter_ns: true,
+                    },
+                )),
+            };
+            let f = faults.apply_fault(req).await?.into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::Time {
+            container,
+            pid,
+            offset,
+            clocks,
+            ttl,
+            lease,
+        } => {
+            if container.is_none() && pid.is_none() {
+                return Err(CtlError::Usage("--container or --pid is required".into()));
+            }
+            // As the controller sends it: truncating division, both parts carry the sign.
+            let (sec, nsec) = (
+                (*offset / 1_000_000_000) as i64,
+                (*offset % 1_000_000_000) as i64,
+            );
+            let req = api::ApplyFaultRequest {
+                ttl_seconds: ttl.as_secs().max(1),
+                lease_id: lease.clone().unwrap_or_default(),
+                target_pid: pid.unwrap_or(0),
+                fault: Some(api::apply_fault_request::Fault::SetTimeOffset(
+                    pb::TimeRequest {
+                        container_id: container.clone().unwrap_or_default(),
+                        sec,
+                        nsec,
+                        clk_ids_mask: *clocks,
+                        uid: format!("faultd-ctl-{}", uuid::Uuid::new_v4().simple()),
+                        pod_container_name: String::new(),
                     },
                 )),
             };

@@ -41,6 +41,72 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses a signed duration the way Go's `time.ParseDuration` does (what Chaos Mesh's
+/// `timeOffset` is): an optional sign, then number+unit pairs with units `ns`, `us`, `µs`, `ms`,
+/// `s`, `m`, `h` (`-10m100ns`, `+1h`, `1.5s`). Returns nanoseconds.
+pub fn parse_signed_nanos(s: &str) -> Result<i128, String> {
+    let t = s.trim();
+    let (neg, mut rest) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(format!("{s:?}: empty duration"));
+    }
+    let mut total: i128 = 0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("{s:?}: missing unit (ns, us, ms, s, m, h)"))?;
+        let num = &rest[..num_len];
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let scale: i128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => {
+                return Err(format!(
+                    "{s:?}: unknown unit {unit:?} (ns, us, ms, s, m, h)"
+                ))
+            }
+        };
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() {
+            return Err(format!("{s:?}: expected a number"));
+        }
+        let int: i128 = if int.is_empty() {
+            0
+        } else {
+            int.parse()
+                .map_err(|_| format!("{s:?}: number too large"))?
+        };
+        let mut part = int
+            .checked_mul(scale)
+            .ok_or_else(|| format!("{s:?}: out of range"))?;
+        let mut unit_frac = scale;
+        for d in frac.chars().take(18) {
+            unit_frac /= 10;
+            part += i128::from(d.to_digit(10).unwrap_or(0)) * unit_frac;
+        }
+        total = total
+            .checked_add(part)
+            .filter(|t| *t <= i128::from(i64::MAX))
+            .ok_or_else(|| format!("{s:?}: out of range"))?;
+    }
+    Ok(if neg { -total } else { total })
+}
+
 /// A duration for people: the two largest units, rounded down (`23h59m`, `4m05s`, `42s`,
 /// `250ms`).
 pub fn humanize(d: Duration) -> String {
@@ -62,6 +128,21 @@ pub fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_offsets_parse_as_go_parses_them() {
+        assert_eq!(parse_signed_nanos("-10m100ns"), Ok(-600_000_000_100));
+        assert_eq!(parse_signed_nanos("+1h"), Ok(3_600_000_000_000));
+        assert_eq!(parse_signed_nanos("3600s"), Ok(3_600_000_000_000));
+        assert_eq!(parse_signed_nanos("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_signed_nanos("999999999ns"), Ok(999_999_999));
+        assert_eq!(parse_signed_nanos("-1ns"), Ok(-1));
+        assert_eq!(parse_signed_nanos("2us"), Ok(2_000));
+        assert_eq!(parse_signed_nanos("0"), Ok(0));
+        for bad in ["", "-", "10", "10x", "h", "9999999999999999999h"] {
+            assert!(parse_signed_nanos(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -72,6 +72,15 @@ pub struct Metrics {
     pub pid_cache_misses: Counter<u64, AtomicU64>,
 }
 
+/// How long ptrace kept a process stopped (TimeChaos apply and rollback, one observation per
+/// process). Process-wide, because fault kinds observe it where no daemon handle reaches; every
+/// [`Metrics`] registry exports the same histogram.
+pub fn ptrace_stop_seconds() -> &'static Histogram {
+    static STOPS: std::sync::OnceLock<Histogram> = std::sync::OnceLock::new();
+    // 10 µs .. ~160 ms.
+    STOPS.get_or_init(|| Histogram::new(exponential_buckets(0.00001, 2.0, 15)))
+}
+
 fn grpc_histogram() -> Histogram {
     // 100 µs .. ~100 s, like grpc-prometheus' default range.
     Histogram::new(exponential_buckets(0.0001, 4.0, 11))
@@ -146,6 +155,11 @@ impl Metrics {
             "faultd_journal_poisoned",
             "1 once a journal write or fdatasync failed: new faults are refused (UNAVAILABLE) and /readyz is not ready until faultd restarts",
             journal_poisoned.clone(),
+        );
+        registry.register(
+            "faultd_time_stop_seconds",
+            "How long ptrace kept one process stopped to patch or restore its vDSO (TimeChaos), per process",
+            ptrace_stop_seconds().clone(),
         );
         let runtimes = Family::<RuntimeLabels, Gauge>::default();
         registry.register(

@@ -24,7 +24,7 @@ pub const NEEDED: &[Needed] = &[
     },
     Needed {
         cap: Capability::CAP_SYS_PTRACE,
-        for_what: "opening /proc/<pid>/ns/* of processes of other UIDs or with more capabilities",
+        for_what: "opening /proc/<pid>/ns/* of processes of other UIDs or with more capabilities, and TimeChaos (ptrace of the target's processes)",
     },
     Needed {
         cap: Capability::CAP_SYS_CHROOT,

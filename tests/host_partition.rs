@@ -1127,3 +1127,75 @@ async fn a_large_partition_loads_as_one_native_batch() {
         .unwrap();
     assert_eq!(table_state(&ns.ns).await.unwrap(), TableState::Absent);
 }
+
+/// HTTPChaos's interception table (`inet faultd_http`: one `tproxy` rule per port) loads
+/// natively exactly as `nft -f` loads its rendering, and only its owner can delete it.
+#[tokio::test]
+#[ignore = "host tier: run by tests/run-all.sh"]
+async fn the_http_interception_table_loads_natively_exactly_as_nft_loads_it() {
+    use faultd::faults::firewall::{commit, conn, tproxy};
+    let native = ScratchNs::new("hn");
+    let oracle = ScratchNs::new("ho");
+    let owner = "00000000-0000-4000-8000-0000000000aa";
+    let i = tproxy::Interception {
+        ports: vec![80, 8080, 443],
+        listener: 15080,
+    };
+    commit(&native.ns, "http", tproxy::apply_batch(&i, owner).unwrap())
+        .await
+        .unwrap();
+    // The same transaction as text: create-or-keep, delete, then the table (so the handles
+    // match too).
+    let text = format!(
+        "add table inet faultd_http\ndelete table inet faultd_http\n{}",
+        tproxy::render(&i, owner).unwrap()
+    );
+    oracle.nft(&["-f", "-"], Some(&text)).unwrap();
+    for list in [
+        &["list", "table", "inet", "faultd_http"][..],
+        &["-j", "list", "table", "inet", "faultd_http"][..],
+    ] {
+        let got = native.nft(list, None).unwrap();
+        assert_eq!(got, oracle.nft(list, None).unwrap(), "native vs nft");
+        assert!(got.contains("tproxy"), "{got}");
+    }
+    // Replace with other ports: one transaction, the old rules gone.
+    let j = tproxy::Interception {
+        ports: vec![9090],
+        listener: 15081,
+    };
+    commit(&native.ns, "http", tproxy::apply_batch(&j, owner).unwrap())
+        .await
+        .unwrap();
+    let listed = native
+        .nft(&["list", "table", "inet", "faultd_http"], None)
+        .unwrap();
+    assert!(
+        listed.contains("dport 9090 tproxy to :15081") && !listed.contains("dport 80 "),
+        "{listed}"
+    );
+    let present = conn::with_socket(&native.ns, |s| s.has_table(tproxy::HTTP_TABLE))
+        .await
+        .unwrap();
+    assert!(present);
+    // Someone else's delete fails as a whole; the owner's removes the table.
+    let other = "00000000-0000-4000-8000-0000000000bb";
+    assert!(commit(
+        &native.ns,
+        "http",
+        tproxy::delete_owned_batch(other).unwrap()
+    )
+    .await
+    .is_err());
+    commit(
+        &native.ns,
+        "http",
+        tproxy::delete_owned_batch(owner).unwrap(),
+    )
+    .await
+    .unwrap();
+    let present = conn::with_socket(&native.ns, |s| s.has_table(tproxy::HTTP_TABLE))
+        .await
+        .unwrap();
+    assert!(!present);
+}

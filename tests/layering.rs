@@ -32,6 +32,7 @@ const LAYERS: &[&[&str]] = &[
         "faults::firewall",
         "faults::stress",
         "faults::dns",
+        "faults::time",
         "faults::http",
     ],
     &["faults", "doctor"],

@@ -188,7 +188,7 @@ pub async fn run(
         .filter_map(|r| match &r.effect {
             FaultEffect::Qdisc(q) => Some((q.netns.id, q.device.clone())),
             FaultEffect::Firewall(_) => None,
-            FaultEffect::Stress(_) | FaultEffect::Dns(_) => None,
+            FaultEffect::Stress(_) | FaultEffect::Dns(_) | FaultEffect::Time(_) => None,
         })
         .collect();
     let namespaces = network_namespaces();
@@ -284,6 +284,29 @@ pub async fn run(
                 "holds faultd DNSChaos content (token {token}) no active fault wrote; its original is in the journal's ended records, if any (`faultd ctl list --all`)"
             ),
             removed: false,
+        });
+    }
+    // Residue: processes running faultd's fake clock for a fault that is not active. The
+    // pristine bytes are faultd's own vDSO's, so fixing needs no journal.
+    let tokens: HashSet<u64> = live
+        .iter()
+        .filter_map(|r| match &r.effect {
+            FaultEffect::Time(t) => Some(t.token),
+            _ => None,
+        })
+        .collect();
+    let stray =
+        tokio::task::spawn_blocking(move || crate::faults::time::stray_processes(&tokens, fix))
+            .await
+            .unwrap_or_default();
+    for (pid, token, removed) in stray {
+        report.residue.push(Residue {
+            kind: "fake clock".into(),
+            location: format!("pid {pid}"),
+            detail: format!(
+                "its vDSO jumps to faultd's fake clock (token {token:#x}) for a fault that is not active"
+            ),
+            removed,
         });
     }
     for r in &active {

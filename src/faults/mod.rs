@@ -11,6 +11,7 @@ pub mod netns;
 pub mod qdisc;
 pub mod stress;
 pub mod target;
+pub mod time;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ use dns::DnsFault;
 use firewall::FirewallFault;
 use qdisc::QdiscFault;
 use stress::StressFault;
+use time::TimeFault;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -33,6 +35,8 @@ pub enum FaultEffect {
     Firewall(FirewallFault),
     /// A pod's resolv.conf pointing at the chaos DNS server (DNSChaos).
     Dns(DnsFault),
+    /// The processes of a container running faultd's fake clock (TimeChaos).
+    Time(TimeFault),
 }
 
 /// The engine as the daemon uses it.
@@ -59,6 +63,7 @@ member!(Qdisc, QdiscFault);
 member!(Stress, StressFault);
 member!(Firewall, FirewallFault);
 member!(Dns, DnsFault);
+member!(Time, TimeFault);
 
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {
@@ -67,6 +72,7 @@ macro_rules! dispatch {
             FaultEffect::Stress(x) => x.$f($($arg),*),
             FaultEffect::Firewall(x) => x.$f($($arg),*),
             FaultEffect::Dns(x) => x.$f($($arg),*),
+            FaultEffect::Time(x) => x.$f($($arg),*),
         }
     };
 }
@@ -105,6 +111,10 @@ impl Effect for FaultEffect {
             FaultEffect::Dns(x) => x
                 .capture(ctx)
                 .map(|r| r.map(|o| o.map(FaultEffect::Dns)))
+                .boxed(),
+            FaultEffect::Time(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Time)))
                 .boxed(),
         }
     }

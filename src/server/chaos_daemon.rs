@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::call::handle;
 use super::{decode, status};
-use crate::faults::{dns, firewall, qdisc, stress};
+use crate::faults::{dns, firewall, qdisc, stress, time};
 use crate::proto::pb;
 use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 use crate::state::DaemonState;
@@ -54,8 +54,6 @@ macro_rules! unsupported_rpcs {
 #[tonic::async_trait]
 impl ChaosDaemon for ChaosDaemonService {
     unsupported_rpcs! {
-        set_time_offset(pb::TimeRequest) -> Empty, "SetTimeOffset", "TimeChaos";
-        recover_time_offset(pb::TimeRequest) -> Empty, "RecoverTimeOffset", "TimeChaos";
         apply_io_chaos(pb::ApplyIoChaosRequest) -> pb::ApplyIoChaosResponse, "ApplyIOChaos", "IOChaos";
         apply_http_chaos(pb::ApplyHttpChaosRequest) -> pb::ApplyHttpChaosResponse, "ApplyHttpChaos", "HTTPChaos";
         apply_block_chaos(pb::ApplyBlockChaosRequest) -> pb::ApplyBlockChaosResponse, "ApplyBlockChaos", "BlockChaos";
@@ -158,6 +156,57 @@ impl ChaosDaemon for ChaosDaemonService {
                 .await
                 .map(|_| ())
                 .map_err(status::of)
+            },
+        )
+        .await
+    }
+
+    async fn set_time_offset(
+        &self,
+        req: Request<pb::TimeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let st = self.state.clone();
+        handle(
+            &self.state,
+            SERVICE,
+            "SetTimeOffset",
+            req,
+            |r| r.container_id.clone(),
+            |ctx, r| async move {
+                let target = decode::target(&r.container_id, "", 0);
+                let meta = decode::meta(&ctx, &target, None)?;
+                time::set_time_offset(
+                    &st.engine,
+                    &st.runtimes,
+                    &target,
+                    &decode::time_spec(&r),
+                    &meta,
+                )
+                .await
+                .map(|_| ())
+                .map_err(status::of)
+            },
+        )
+        .await
+    }
+
+    async fn recover_time_offset(
+        &self,
+        req: Request<pb::TimeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let st = self.state.clone();
+        handle(
+            &self.state,
+            SERVICE,
+            "RecoverTimeOffset",
+            req,
+            |r| r.container_id.clone(),
+            |_, r| async move {
+                let target = decode::target(&r.container_id, "", 0);
+                time::recover_time_offset(&st.engine, &target, &r.pod_container_name, &r.uid)
+                    .await
+                    .map(|_| ())
+                    .map_err(status::of)
             },
         )
         .await

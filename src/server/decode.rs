@@ -174,3 +174,16 @@ pub fn iptables_chains(chains: &[pb::Chain]) -> Result<Vec<firewall::Chain>, Sta
         })
         .collect()
 }
+
+/// A `TimeRequest` as TimeChaos's use case takes it.
+pub fn time_spec(req: &pb::TimeRequest) -> crate::faults::time::TimeSpec {
+    crate::faults::time::TimeSpec {
+        entry: crate::faults::time::TimeEntry {
+            uid: req.uid.clone(),
+            sec: req.sec,
+            nsec: req.nsec,
+            mask: req.clk_ids_mask,
+        },
+        key: req.pod_container_name.clone(),
+    }
+}

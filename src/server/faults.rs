@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::call::{handle, CallContext};
 use super::{decode, status};
 use crate::engine::{EndReason, FaultRecord, Phase};
-use crate::faults::{dns, qdisc, stress, FaultEffect};
+use crate::faults::{dns, qdisc, stress, time, FaultEffect};
 use crate::proto::faultd::v1 as api;
 use crate::state::DaemonState;
 
@@ -137,6 +137,7 @@ impl api::faults_server::Faults for FaultdService {
             Some(api::apply_fault_request::Fault::SetTcs(t)) => t.container_id.clone(),
             Some(api::apply_fault_request::Fault::ExecStressors(s)) => s.target.clone(),
             Some(api::apply_fault_request::Fault::SetDnsServer(d)) => d.container_id.clone(),
+            Some(api::apply_fault_request::Fault::SetTimeOffset(t)) => t.container_id.clone(),
             None => String::new(),
         }, |ctx, r| async move {
             let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
@@ -181,7 +182,18 @@ impl api::faults_server::Faults for FaultdService {
                         .into_iter()
                         .collect()
                 }
-                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors or set_dns_server)")),
+                Some(api::apply_fault_request::Fault::SetTimeOffset(req)) => {
+                    let target = decode::target(&req.container_id, "", r.target_pid);
+                    let meta = decode::meta(&ctx, &target, ttl)?;
+                    let mut spec = decode::time_spec(&req);
+                    if spec.entry.uid.is_empty() {
+                        spec.entry.uid = "faultd.v1".into();
+                    }
+                    vec![time::set_time_offset(&st.engine, &st.runtimes, &target, &spec, &meta)
+                        .await
+                        .map_err(status::of)?]
+                }
+                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors, set_dns_server or set_time_offset)")),
             };
             recs.first()
                 .map(fault_to_api)

@@ -5,7 +5,7 @@
 //!
 //! | offset | size | content |
 //! |---|---|---|
-//! | `0x000` | 32 | data block: offset seconds `i64`, offset nanoseconds `i64` in `[0, 1e9)`, clock mask `u64`, reserved `u64` (zero); little endian |
+//! | `0x000` | 32 | data block: offset seconds `i64`, offset nanoseconds `i64` in `[0, 1e9)`, clock mask `u64`, token `u64` (which fault wrote it; the code never reads it); little endian |
 //! | `0x020` | 55 | `add_offset` (internal: timespec += offset, normalized) |
 //! | `0x060` | 40 | `fake_clock_gettime(clockid, ts)` |
 //! | `0x090` | 92 | `fake_gettimeofday(tv, tz)` |
@@ -20,7 +20,7 @@
 pub const PAGE_SIZE: usize = 4096;
 /// Where the data block starts in the page.
 pub const DATA_OFFSET: usize = 0;
-/// The data block's length (offset seconds, offset nanoseconds, mask, reserved).
+/// The data block's length (offset seconds, offset nanoseconds, mask, token).
 pub const DATA_LEN: usize = 32;
 
 const NSEC_PER_SEC: i128 = 1_000_000_000;
@@ -98,16 +98,60 @@ impl FakeFn {
     }
 }
 
+/// What the data block of a page holds: the offset, the clocks it applies to, and the token
+/// of the fault that wrote it (so a replaced fault's undo can tell that a newer fault owns the
+/// page now and leave it alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageData {
+    pub offset: TimeOffset,
+    pub mask: u64,
+    pub token: u64,
+}
+
+impl PageData {
+    /// The block's bytes.
+    pub fn bytes(&self) -> [u8; DATA_LEN] {
+        let mut d = [0; DATA_LEN];
+        d[0..8].copy_from_slice(&self.offset.sec.to_le_bytes());
+        d[8..16].copy_from_slice(&self.offset.nsec.to_le_bytes());
+        d[16..24].copy_from_slice(&self.mask.to_le_bytes());
+        d[24..32].copy_from_slice(&self.token.to_le_bytes());
+        d
+    }
+
+    /// A block read back from a target, if its nanoseconds are normalized as faultd writes
+    /// them.
+    pub fn parse(d: &[u8; DATA_LEN]) -> Option<PageData> {
+        let word = |i: usize| <[u8; 8]>::try_from(&d[i..i + 8]).unwrap_or_default();
+        let sec = i64::from_le_bytes(word(0));
+        let nsec = i64::from_le_bytes(word(8));
+        (0..1_000_000_000).contains(&nsec).then_some(PageData {
+            offset: TimeOffset { sec, nsec },
+            mask: u64::from_le_bytes(word(16)),
+            token: u64::from_le_bytes(word(24)),
+        })
+    }
+}
+
 /// The fake page: code, data block, `int3` filler. Entry points: [`FakeFn::entry`].
 #[derive(Clone)]
 pub struct FakePage([u8; PAGE_SIZE]);
 
 impl FakePage {
-    /// The page for `offset` and `mask`.
+    /// The page for `offset` and `mask` (token 0).
     pub fn new(offset: TimeOffset, mask: u64) -> FakePage {
+        FakePage::with(&PageData {
+            offset,
+            mask,
+            token: 0,
+        })
+    }
+
+    /// The page with data block `data`.
+    pub fn with(data: &PageData) -> FakePage {
         let mut page = [0xcc; PAGE_SIZE];
         page[..CODE_X86_64.len()].copy_from_slice(&CODE_X86_64);
-        page[DATA_OFFSET..DATA_OFFSET + DATA_LEN].copy_from_slice(&FakePage::data(offset, mask));
+        page[DATA_OFFSET..DATA_OFFSET + DATA_LEN].copy_from_slice(&data.bytes());
         FakePage(page)
     }
 
@@ -116,25 +160,15 @@ impl FakePage {
         &self.0
     }
 
-    /// The data block alone, to write at `DATA_OFFSET` of a mapped page to change the offset
-    /// or mask of a process already patched.
+    /// The data block alone (token 0), to write at `DATA_OFFSET` of a mapped page to change
+    /// the offset or mask of a process already patched.
     pub fn data(offset: TimeOffset, mask: u64) -> [u8; DATA_LEN] {
-        let mut d = [0; DATA_LEN];
-        d[0..8].copy_from_slice(&offset.sec.to_le_bytes());
-        d[8..16].copy_from_slice(&offset.nsec.to_le_bytes());
-        d[16..24].copy_from_slice(&mask.to_le_bytes());
-        d
-    }
-
-    /// The offset and mask of a data block (a page read back from a target), if its
-    /// nanoseconds are normalized as faultd writes them.
-    pub fn parse_data(d: &[u8; DATA_LEN]) -> Option<(TimeOffset, u64)> {
-        let word = |i: usize| <[u8; 8]>::try_from(&d[i..i + 8]).unwrap_or_default();
-        let sec = i64::from_le_bytes(word(0));
-        let nsec = i64::from_le_bytes(word(8));
-        let mask = u64::from_le_bytes(word(16));
-        ((0..1_000_000_000).contains(&nsec) && word(24) == [0; 8])
-            .then_some((TimeOffset { sec, nsec }, mask))
+        PageData {
+            offset,
+            mask,
+            token: 0,
+        }
+        .bytes()
     }
 
     /// Whether `page` holds faultd's code (data block aside): a page read back from a target.
@@ -142,6 +176,10 @@ impl FakePage {
         page.len() >= CODE_X86_64.len()
             && page[DATA_LEN..CODE_X86_64.len()] == CODE_X86_64[DATA_LEN..]
     }
+
+    /// The length of the code (data block included): what must be read back to check a page
+    /// with [`FakePage::is_ours`].
+    pub const CODE_LEN: usize = CODE_X86_64.len();
 }
 
 /// The x86_64 code, assembled once from `fake_x86_64.S` (`as --64`, GNU binutils 2.40; no

@@ -7,7 +7,7 @@ pub mod elf;
 pub mod fake;
 
 pub use elf::{Symbol, VdsoImage};
-pub use fake::{FakeFn, FakePage, TimeOffset};
+pub use fake::{FakeFn, FakePage, PageData, TimeOffset};
 
 use crate::failure::FailureKind;
 

@@ -285,9 +285,28 @@ fn the_page_is_code_then_filler_and_the_data_block_round_trips() {
     let offset = TimeOffset::new(-600, -100).unwrap();
     let page = *FakePage::new(offset, 0x3).as_bytes();
     assert_eq!(
-        FakePage::parse_data(page[..DATA_LEN].try_into().unwrap()),
-        Some((offset, 0x3))
+        PageData::parse(page[..DATA_LEN].try_into().unwrap()),
+        Some(PageData {
+            offset,
+            mask: 0x3,
+            token: 0
+        })
     );
+    let with_token = PageData {
+        offset,
+        mask: 1,
+        token: 0xfeed_beef_0123_4567,
+    };
+    let tokened = FakePage::with(&with_token);
+    assert_eq!(
+        tokened.as_bytes()[24..32],
+        0xfeed_beef_0123_4567u64.to_le_bytes()
+    );
+    assert_eq!(
+        PageData::parse(tokened.as_bytes()[..DATA_LEN].try_into().unwrap()),
+        Some(with_token)
+    );
+    assert!(FakePage::is_ours(&tokened.as_bytes()[..FakePage::CODE_LEN]));
     assert_eq!(&page[..DATA_LEN], &FakePage::data(offset, 0x3));
     assert_eq!(page[0..8], (-601i64).to_le_bytes());
     assert_eq!(page[8..16], 999_999_900i64.to_le_bytes());
@@ -311,7 +330,7 @@ fn the_page_is_code_then_filler_and_the_data_block_round_trips() {
     assert!(!FakePage::is_ours(&other));
     let mut bad = FakePage::data(offset, 1);
     bad[8..16].copy_from_slice(&1_000_000_000i64.to_le_bytes());
-    assert_eq!(FakePage::parse_data(&bad), None);
+    assert_eq!(PageData::parse(&bad), None);
 }
 
 #[test]

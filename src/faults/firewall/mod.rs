@@ -46,6 +46,7 @@ pub mod nlsock;
 mod nlwire;
 pub mod render;
 pub mod rule;
+pub mod tproxy;
 mod validate;
 
 use futures_util::future::BoxFuture;

@@ -203,21 +203,21 @@ fn named_set(b: &mut Batch, s: &NftSet, id: u32) {
 
 // ----- expressions -----
 
-fn expr(e: &mut Vec<u8>, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
+pub(super) fn expr(e: &mut Vec<u8>, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
     nest(e, NFTA_LIST_ELEM, |b| {
         put_str(b, NFTA_EXPR_NAME, name);
         nest(b, NFTA_EXPR_DATA, f);
     });
 }
 
-fn meta_load(e: &mut Vec<u8>, key: u32) {
+pub(super) fn meta_load(e: &mut Vec<u8>, key: u32) {
     expr(e, "meta", |b| {
         put_be32(b, META_KEY, key);
         put_be32(b, META_DREG, REG_1);
     });
 }
 
-fn cmp(e: &mut Vec<u8>, op: u32, value: &[u8]) {
+pub(super) fn cmp(e: &mut Vec<u8>, op: u32, value: &[u8]) {
     expr(e, "cmp", |b| {
         put_be32(b, CMP_SREG, REG_1);
         put_be32(b, CMP_OP, op);
@@ -225,7 +225,7 @@ fn cmp(e: &mut Vec<u8>, op: u32, value: &[u8]) {
     });
 }
 
-fn payload(e: &mut Vec<u8>, base: u32, offset: u32, len: u32, dreg: u32) {
+pub(super) fn payload(e: &mut Vec<u8>, base: u32, offset: u32, len: u32, dreg: u32) {
     expr(e, "payload", |b| {
         put_be32(b, PAYLOAD_DREG, dreg);
         put_be32(b, PAYLOAD_BASE, base);
@@ -242,7 +242,7 @@ fn lookup(e: &mut Vec<u8>, set: &str, id: u32) {
     });
 }
 
-fn immediate_verdict(e: &mut Vec<u8>, code: u32, chain: Option<&str>) {
+pub(super) fn immediate_verdict(e: &mut Vec<u8>, code: u32, chain: Option<&str>) {
     expr(e, "immediate", |b| {
         put_be32(b, IMMEDIATE_DREG, REG_VERDICT);
         nest(b, IMMEDIATE_DATA, |b| {

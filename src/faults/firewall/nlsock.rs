@@ -308,9 +308,15 @@ impl NfSocket {
     /// Whether chain `name` exists in `table inet faultd` (one `GETCHAIN`; `ENOENT` means the
     /// table or the chain is absent).
     pub fn has_chain(&mut self, name: &str) -> Result<bool, FirewallError> {
-        let op = "read back table inet faultd";
+        self.has_chain_in(TABLE, name)
+    }
+
+    /// Whether chain `name` exists in `table inet <table>`.
+    pub fn has_chain_in(&mut self, table: &str, name: &str) -> Result<bool, FirewallError> {
+        let op = format!("read back table inet {table}");
+        let op = op.as_str();
         let mut a = Vec::new();
-        nest_str(&mut a, NFTA_CHAIN_TABLE, TABLE);
+        nest_str(&mut a, NFTA_CHAIN_TABLE, table);
         nest_str(&mut a, NFTA_CHAIN_NAME, name);
         match self.get(op, NFT_MSG_GETCHAIN, false, a)? {
             Ok(_) => Ok(true),
@@ -318,6 +324,22 @@ impl NfSocket {
             Err(errno) => Err(FirewallError::Kernel {
                 op: op.into(),
                 what: format!("get chain {name}"),
+                errno,
+            }),
+        }
+    }
+
+    /// Whether `table inet <name>` exists.
+    pub fn has_table(&mut self, name: &str) -> Result<bool, FirewallError> {
+        let op = format!("read back table inet {name}");
+        let mut a = Vec::new();
+        nest_str(&mut a, NFTA_TABLE_NAME, name);
+        match self.get(&op, NFT_MSG_GETTABLE, false, a)? {
+            Ok(_) => Ok(true),
+            Err(libc::ENOENT) => Ok(false),
+            Err(errno) => Err(FirewallError::Kernel {
+                op,
+                what: "get table".into(),
                 errno,
             }),
         }

@@ -95,6 +95,7 @@ pub(super) const NF_ACCEPT: u32 = 1;
 pub(super) const NFT_JUMP: i32 = -3;
 
 // hooks
+pub(super) const NF_INET_PRE_ROUTING: u32 = 0;
 pub(super) const NF_INET_LOCAL_IN: u32 = 1;
 pub(super) const NF_INET_LOCAL_OUT: u32 = 3;
 
@@ -111,6 +112,7 @@ pub(super) const CMP_SREG: u16 = 1;
 pub(super) const CMP_OP: u16 = 2;
 pub(super) const CMP_DATA: u16 = 3;
 pub(super) const NFT_CMP_EQ: u32 = 0;
+pub(super) const NFT_CMP_NEQ: u32 = 1;
 pub(super) const NFT_CMP_LTE: u32 = 3;
 pub(super) const NFT_CMP_GTE: u32 = 5;
 pub(super) const PAYLOAD_DREG: u16 = 1;
@@ -131,6 +133,8 @@ pub(super) const IMMEDIATE_DREG: u16 = 1;
 pub(super) const IMMEDIATE_DATA: u16 = 2;
 pub(super) const COUNTER_BYTES: u16 = 1;
 pub(super) const COUNTER_PACKETS: u16 = 2;
+pub(super) const TPROXY_FAMILY: u16 = 1;
+pub(super) const TPROXY_REG_PORT: u16 = 3;
 pub(super) const REJECT_TYPE: u16 = 1;
 pub(super) const REJECT_ICMP_CODE: u16 = 2;
 pub(super) const NFT_REJECT_ICMP_UNREACH: u32 = 0;
@@ -259,24 +263,34 @@ impl Batch {
     }
 
     pub(super) fn table(&mut self, kind: u8, flags: u16) {
+        self.table_named(TABLE, kind, flags);
+    }
+
+    /// `add table inet <name>` / `delete table inet <name>`.
+    pub(super) fn table_named(&mut self, name: &str, kind: u8, flags: u16) {
         let mut a = Vec::new();
-        put_str(&mut a, NFTA_TABLE_NAME, TABLE);
-        let what = if kind == NFT_MSG_DELTABLE {
-            "delete table inet faultd"
+        put_str(&mut a, NFTA_TABLE_NAME, name);
+        let verb = if kind == NFT_MSG_DELTABLE {
+            "delete"
         } else {
-            "add table inet faultd"
+            "add"
         };
-        self.push(kind, flags, what, a);
+        self.push(kind, flags, format!("{verb} table inet {name}"), a);
     }
 
     pub(super) fn chain(&mut self, kind: u8, name: &str, hook: Option<u32>) {
+        self.chain_in(TABLE, kind, name, hook.map(|h| (h, PRIORITY)));
+    }
+
+    /// A chain of table `table`; a base chain with `hook` = (hook number, priority).
+    pub(super) fn chain_in(&mut self, table: &str, kind: u8, name: &str, hook: Option<(u32, i32)>) {
         let mut a = Vec::new();
-        put_str(&mut a, NFTA_CHAIN_TABLE, TABLE);
+        put_str(&mut a, NFTA_CHAIN_TABLE, table);
         put_str(&mut a, NFTA_CHAIN_NAME, name);
-        if let Some(hooknum) = hook {
+        if let Some((hooknum, priority)) = hook {
             nest(&mut a, NFTA_CHAIN_HOOK, |a| {
                 put_be32(a, NFTA_HOOK_HOOKNUM, hooknum);
-                put_be32(a, NFTA_HOOK_PRIORITY, PRIORITY as u32);
+                put_be32(a, NFTA_HOOK_PRIORITY, priority as u32);
             });
             put_be32(&mut a, NFTA_CHAIN_POLICY, NF_ACCEPT);
             put_str(&mut a, NFTA_CHAIN_TYPE, "filter");

@@ -1,7 +1,6 @@
-//! HTTPChaos, step 1: the rules engine and the proxy core, as a library. No interception, no
-//! sockets in a pod netns, no journal here: the use case (nf_tables `tproxy` rule, the
-//! `IP_TRANSPARENT` listener, the RPC) is built on top of [`serve_connection`] and
-//! [`ProxyConfig::parse`].
+//! HTTPChaos's building blocks: the rules engine, the proxy core and the sockets of a pod's
+//! network namespace. The interception table (`faults::firewall::tproxy`), the journal and the
+//! RPC are built on top of [`ProxyConfig::parse`], [`socket`] and [`serve_connection`].
 //!
 //! What this module owns:
 //! - [`rules`]: `ApplyHttpChaosRequest.rules` (a JSON list of Chaos Mesh
@@ -12,6 +11,8 @@
 //!   two rustls configurations the proxy uses.
 //! - [`selector`]: which rules match a request or a response.
 //! - [`action`]: abort, delay, replace and patch on hyper 1 requests and responses.
+//! - [`socket`]: the transparent listener and the upstream sockets, made in the pod's network
+//!   namespace.
 //! - [`proxy`]: serving one accepted client connection: sniffing TLS/HTTP, HTTP/1.1 with
 //!   keep-alive through hyper (rules read afresh for every request, so they can be swapped live),
 //!   or a byte splice when the client does not speak HTTP/1.
@@ -73,6 +74,7 @@ pub mod action;
 pub mod proxy;
 pub mod rules;
 pub mod selector;
+pub mod socket;
 mod stream;
 pub mod tls;
 
