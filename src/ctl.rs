@@ -137,6 +137,39 @@ pub enum CtlCommand {
         #[arg(long)]
         lease: Option<String>,
     },
+    /// Proxy HTTP of a container's (pod's) network namespace through rules (HTTPChaos).
+    Http {
+        /// Container id with its runtime prefix.
+        #[arg(long, conflicts_with = "pid")]
+        container: Option<String>,
+        /// Host PID of a process in the target network namespace.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// TCP ports to proxy (comma-separated or repeated).
+        #[arg(long = "port", value_delimiter = ',', required = true)]
+        ports: Vec<u16>,
+        /// The rules: Chaos Mesh's PodHttpChaos rule list as JSON, or @FILE to read it.
+        #[arg(long)]
+        rules: String,
+        /// TLS termination: Chaos Mesh's tls JSON, or @FILE.
+        #[arg(long, default_value = "")]
+        tls: String,
+        /// Roll the fault back after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = crate::duration::parse_duration)]
+        ttl: Duration,
+        /// Tie the fault to a lease.
+        #[arg(long)]
+        lease: Option<String>,
+    },
+}
+
+/// A flag's value, or the contents of the file it names with a leading `@`.
+fn inline_or_file(v: &str) -> Result<String, CtlError> {
+    match v.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| CtlError::Usage(format!("reading {path}: {e}"))),
+        None => Ok(v.to_string()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -551,6 +584,40 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                         clk_ids_mask: *clocks,
                         uid: format!("faultd-ctl-{}", uuid::Uuid::new_v4().simple()),
                         pod_container_name: String::new(),
+                    },
+                )),
+            };
+            let f = faults.apply_fault(req).await?.into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::Http {
+            container,
+            pid,
+            ports,
+            rules,
+            tls,
+            ttl,
+            lease,
+        } => {
+            if container.is_none() && pid.is_none() {
+                return Err(CtlError::Usage("--container or --pid is required".into()));
+            }
+            let req = api::ApplyFaultRequest {
+                ttl_seconds: ttl.as_secs().max(1),
+                lease_id: lease.clone().unwrap_or_default(),
+                target_pid: pid.unwrap_or(0),
+                fault: Some(api::apply_fault_request::Fault::ApplyHttpChaos(
+                    pb::ApplyHttpChaosRequest {
+                        rules: inline_or_file(rules)?,
+                        proxy_ports: ports.iter().map(|p| u32::from(*p)).collect(),
+                        container_id: container.clone().unwrap_or_default(),
+                        enter_ns: true,
+                        tls: if tls.is_empty() {
+                            String::new()
+                        } else {
+                            inline_or_file(tls)?
+                        },
+                        ..Default::default()
                     },
                 )),
             };

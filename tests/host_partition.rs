@@ -1140,6 +1140,7 @@ async fn the_http_interception_table_loads_natively_exactly_as_nft_loads_it() {
     let i = tproxy::Interception {
         ports: vec![80, 8080, 443],
         listener: 15080,
+        mark: Some(0xfa17),
     };
     commit(&native.ns, "http", tproxy::apply_batch(&i, owner).unwrap())
         .await
@@ -1163,6 +1164,7 @@ async fn the_http_interception_table_loads_natively_exactly_as_nft_loads_it() {
     let j = tproxy::Interception {
         ports: vec![9090],
         listener: 15081,
+        mark: None,
     };
     commit(&native.ns, "http", tproxy::apply_batch(&j, owner).unwrap())
         .await

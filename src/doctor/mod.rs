@@ -188,7 +188,10 @@ pub async fn run(
         .filter_map(|r| match &r.effect {
             FaultEffect::Qdisc(q) => Some((q.netns.id, q.device.clone())),
             FaultEffect::Firewall(_) => None,
-            FaultEffect::Stress(_) | FaultEffect::Dns(_) | FaultEffect::Time(_) => None,
+            FaultEffect::Stress(_)
+            | FaultEffect::Dns(_)
+            | FaultEffect::Time(_)
+            | FaultEffect::Http(_) => None,
         })
         .collect();
     let namespaces = network_namespaces();
@@ -242,6 +245,25 @@ pub async fn run(
             location: format!("netns {}:{} ({})", t.netns.dev, t.netns.ino, t.label),
             detail: t.detail,
             removed: t.removed,
+        });
+    }
+    // Residue: HTTPChaos interception tables no live fault owns (the proxy died with a previous
+    // faultd; the rule fails open, but the table is faultd's to remove).
+    for (id, label, found, removed) in
+        crate::faults::firewall::tproxy::stray_tables(&namespaces, &owners, fix).await
+    {
+        report.residue.push(Residue {
+            kind: "nft table".into(),
+            location: format!("netns {}:{} ({label})", id.dev, id.ino),
+            detail: format!(
+                "table inet faultd_http (owner marker: {})",
+                if found.is_empty() {
+                    "none".into()
+                } else {
+                    found.join(", ")
+                }
+            ),
+            removed,
         });
     }
     // Residue: `faultd stress-worker` processes whose fault is not active (a previous daemon's

@@ -20,6 +20,7 @@ use crate::engine::{Effect, EffectCtx, EffectError, Engine, Holds, Scope};
 use crate::process::ProcessIdentity;
 use dns::DnsFault;
 use firewall::FirewallFault;
+use http::fault::HttpFault;
 use qdisc::QdiscFault;
 use stress::StressFault;
 use time::TimeFault;
@@ -37,6 +38,8 @@ pub enum FaultEffect {
     Dns(DnsFault),
     /// The processes of a container running faultd's fake clock (TimeChaos).
     Time(TimeFault),
+    /// faultd's HTTP proxy in a pod's network namespace (HTTPChaos).
+    Http(HttpFault),
 }
 
 /// The engine as the daemon uses it.
@@ -64,6 +67,7 @@ member!(Stress, StressFault);
 member!(Firewall, FirewallFault);
 member!(Dns, DnsFault);
 member!(Time, TimeFault);
+member!(Http, HttpFault);
 
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {
@@ -73,6 +77,7 @@ macro_rules! dispatch {
             FaultEffect::Firewall(x) => x.$f($($arg),*),
             FaultEffect::Dns(x) => x.$f($($arg),*),
             FaultEffect::Time(x) => x.$f($($arg),*),
+            FaultEffect::Http(x) => x.$f($($arg),*),
         }
     };
 }
@@ -115,6 +120,10 @@ impl Effect for FaultEffect {
             FaultEffect::Time(x) => x
                 .capture(ctx)
                 .map(|r| r.map(|o| o.map(FaultEffect::Time)))
+                .boxed(),
+            FaultEffect::Http(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Http)))
                 .boxed(),
         }
     }

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::call::handle;
 use super::{decode, status};
-use crate::faults::{dns, firewall, qdisc, stress, time};
+use crate::faults::{dns, firewall, http, qdisc, stress, time};
 use crate::proto::pb;
 use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 use crate::state::DaemonState;
@@ -55,7 +55,6 @@ macro_rules! unsupported_rpcs {
 impl ChaosDaemon for ChaosDaemonService {
     unsupported_rpcs! {
         apply_io_chaos(pb::ApplyIoChaosRequest) -> pb::ApplyIoChaosResponse, "ApplyIOChaos", "IOChaos";
-        apply_http_chaos(pb::ApplyHttpChaosRequest) -> pb::ApplyHttpChaosResponse, "ApplyHttpChaos", "HTTPChaos";
         apply_block_chaos(pb::ApplyBlockChaosRequest) -> pb::ApplyBlockChaosResponse, "ApplyBlockChaos", "BlockChaos";
         recover_block_chaos(pb::RecoverBlockChaosRequest) -> Empty, "RecoverBlockChaos", "BlockChaos";
         install_jvm_rules(pb::InstallJvmRulesRequest) -> Empty, "InstallJVMRules", "JVMChaos";
@@ -207,6 +206,48 @@ impl ChaosDaemon for ChaosDaemonService {
                     .await
                     .map(|_| ())
                     .map_err(status::of)
+            },
+        )
+        .await
+    }
+
+    async fn apply_http_chaos(
+        &self,
+        req: Request<pb::ApplyHttpChaosRequest>,
+    ) -> Result<Response<pb::ApplyHttpChaosResponse>, Status> {
+        let st = self.state.clone();
+        handle(
+            &self.state,
+            SERVICE,
+            "ApplyHttpChaos",
+            req,
+            |r| r.container_id.clone(),
+            |ctx, r| async move {
+                let target = decode::target(&r.container_id, "", 0);
+                let meta = decode::meta(&ctx, &target, None)?;
+                let req = decode::http_request(&r);
+                match http::fault::apply_http_chaos(&st.engine, &st.runtimes, &target, &req, &meta)
+                    .await
+                {
+                    // The proxy is faultd itself: its identity is the instance.
+                    Ok(_) => {
+                        let me = http::fault::instance();
+                        Ok(pb::ApplyHttpChaosResponse {
+                            instance: i64::from(me.pid),
+                            start_time: me.start_time_ms,
+                            status_code: 200,
+                            error: String::new(),
+                            instance_uid: String::new(),
+                        })
+                    }
+                    // The controller shows `error` for any status code but 200.
+                    Err(e) if e.is_bad_input() => Ok(pb::ApplyHttpChaosResponse {
+                        status_code: 400,
+                        error: e.to_string(),
+                        ..Default::default()
+                    }),
+                    Err(e) => Err(status::of(e)),
+                }
             },
         )
         .await

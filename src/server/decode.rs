@@ -187,3 +187,13 @@ pub fn time_spec(req: &pb::TimeRequest) -> crate::faults::time::TimeSpec {
         key: req.pod_container_name.clone(),
     }
 }
+
+/// An `ApplyHttpChaosRequest` as HTTPChaos's use case takes it (`instance`, `startTime` and
+/// `instance_uid` name upstream's proxy process; faultd serves the proxy itself).
+pub fn http_request(req: &pb::ApplyHttpChaosRequest) -> crate::faults::http::fault::HttpRequest {
+    crate::faults::http::fault::HttpRequest {
+        rules: req.rules.clone(),
+        ports: req.proxy_ports.clone(),
+        tls: req.tls.clone(),
+    }
+}

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::call::{handle, CallContext};
 use super::{decode, status};
 use crate::engine::{EndReason, FaultRecord, Phase};
-use crate::faults::{dns, qdisc, stress, time, FaultEffect};
+use crate::faults::{dns, http, qdisc, stress, time, FaultEffect};
 use crate::proto::faultd::v1 as api;
 use crate::state::DaemonState;
 
@@ -138,6 +138,7 @@ impl api::faults_server::Faults for FaultdService {
             Some(api::apply_fault_request::Fault::ExecStressors(s)) => s.target.clone(),
             Some(api::apply_fault_request::Fault::SetDnsServer(d)) => d.container_id.clone(),
             Some(api::apply_fault_request::Fault::SetTimeOffset(t)) => t.container_id.clone(),
+            Some(api::apply_fault_request::Fault::ApplyHttpChaos(h)) => h.container_id.clone(),
             None => String::new(),
         }, |ctx, r| async move {
             let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
@@ -193,7 +194,21 @@ impl api::faults_server::Faults for FaultdService {
                         .await
                         .map_err(status::of)?]
                 }
-                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors, set_dns_server or set_time_offset)")),
+                Some(api::apply_fault_request::Fault::ApplyHttpChaos(req)) => {
+                    if req.proxy_ports.is_empty() {
+                        return Err(Status::invalid_argument(
+                            "apply_http_chaos needs proxy_ports and rules (use RevokeFault to end it)",
+                        ));
+                    }
+                    let target = decode::target(&req.container_id, "", r.target_pid);
+                    let meta = decode::meta(&ctx, &target, ttl)?;
+                    http::fault::apply_http_chaos(&st.engine, &st.runtimes, &target, &decode::http_request(&req), &meta)
+                        .await
+                        .map_err(status::of)?
+                        .into_iter()
+                        .collect()
+                }
+                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors, set_dns_server, set_time_offset or apply_http_chaos)")),
             };
             recs.first()
                 .map(fault_to_api)

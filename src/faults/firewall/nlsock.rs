@@ -347,13 +347,18 @@ impl NfSocket {
 
     /// Whether `table inet faultd` exists, and its chains (name → 0) with the owner markers.
     fn chains(&mut self, op: &str) -> Result<Option<Listing>, FirewallError> {
+        self.chains_in(TABLE, op)
+    }
+
+    /// Whether `table inet <table>` exists, and its chains (name → 0) with the owner markers.
+    fn chains_in(&mut self, table: &str, op: &str) -> Result<Option<Listing>, FirewallError> {
         let kernel = |what: &str, errno: i32| FirewallError::Kernel {
             op: op.into(),
             what: what.into(),
             errno,
         };
         let mut name = Vec::new();
-        nest_str(&mut name, NFTA_TABLE_NAME, TABLE);
+        nest_str(&mut name, NFTA_TABLE_NAME, table);
         match self.get(op, NFT_MSG_GETTABLE, false, name)? {
             Ok(_) => {}
             Err(libc::ENOENT) => return Ok(None),
@@ -367,7 +372,7 @@ impl NfSocket {
         };
         for c in &chains {
             let a = attrs(c);
-            if attr_str(&a, NFTA_CHAIN_TABLE) != Some(TABLE) {
+            if attr_str(&a, NFTA_CHAIN_TABLE) != Some(table) {
                 continue;
             }
             if let Some(name) = attr_str(&a, NFTA_CHAIN_NAME) {
@@ -385,6 +390,12 @@ impl NfSocket {
         Ok(self
             .chains("read back table inet faultd")?
             .map(|l| l.owners))
+    }
+
+    /// The owner markers of `table inet <table>`; `None` when the table is absent.
+    pub fn owners_in(&mut self, table: &str) -> Result<Option<Vec<String>>, FirewallError> {
+        let op = format!("read back table inet {table}");
+        Ok(self.chains_in(table, &op)?.map(|l| l.owners))
     }
 
     /// Reads `table inet faultd` back: its owner markers, named sets and rule counts.

@@ -97,6 +97,7 @@ pub(super) const NFT_JUMP: i32 = -3;
 // hooks
 pub(super) const NF_INET_PRE_ROUTING: u32 = 0;
 pub(super) const NF_INET_LOCAL_IN: u32 = 1;
+pub(super) const NF_INET_LOCAL_OUT_HOOK: u32 = 3;
 pub(super) const NF_INET_LOCAL_OUT: u32 = 3;
 
 // expressions
@@ -104,6 +105,11 @@ pub(super) const META_KEY: u16 = 2;
 pub(super) const META_DREG: u16 = 1;
 pub(super) const META_SREG: u16 = 3;
 pub(super) const NFT_META_PRIORITY: u32 = 2;
+pub(super) const NFT_META_MARK: u32 = 3;
+pub(super) const CT_DREG: u16 = 1;
+pub(super) const CT_KEY: u16 = 2;
+pub(super) const CT_SREG: u16 = 4;
+pub(super) const NFT_CT_MARK: u32 = 3;
 pub(super) const NFT_META_IIFNAME: u32 = 6;
 pub(super) const NFT_META_OIFNAME: u32 = 7;
 pub(super) const NFT_META_NFPROTO: u32 = 15;
@@ -279,21 +285,27 @@ impl Batch {
     }
 
     pub(super) fn chain(&mut self, kind: u8, name: &str, hook: Option<u32>) {
-        self.chain_in(TABLE, kind, name, hook.map(|h| (h, PRIORITY)));
+        self.chain_in(TABLE, kind, name, hook.map(|h| (h, PRIORITY, "filter")));
     }
 
-    /// A chain of table `table`; a base chain with `hook` = (hook number, priority).
-    pub(super) fn chain_in(&mut self, table: &str, kind: u8, name: &str, hook: Option<(u32, i32)>) {
+    /// A chain of table `table`; a base chain with `hook` = (hook number, priority, type).
+    pub(super) fn chain_in(
+        &mut self,
+        table: &str,
+        kind: u8,
+        name: &str,
+        hook: Option<(u32, i32, &str)>,
+    ) {
         let mut a = Vec::new();
         put_str(&mut a, NFTA_CHAIN_TABLE, table);
         put_str(&mut a, NFTA_CHAIN_NAME, name);
-        if let Some((hooknum, priority)) = hook {
+        if let Some((hooknum, priority, chain_type)) = hook {
             nest(&mut a, NFTA_CHAIN_HOOK, |a| {
                 put_be32(a, NFTA_HOOK_HOOKNUM, hooknum);
                 put_be32(a, NFTA_HOOK_PRIORITY, priority as u32);
             });
             put_be32(&mut a, NFTA_CHAIN_POLICY, NF_ACCEPT);
-            put_str(&mut a, NFTA_CHAIN_TYPE, "filter");
+            put_str(&mut a, NFTA_CHAIN_TYPE, chain_type);
         }
         let (flags, verb) = if kind == NFT_MSG_DELCHAIN {
             (0, "delete")

@@ -27,8 +27,10 @@ use super::FirewallError;
 
 /// The table's name.
 pub const HTTP_TABLE: &str = "faultd_http";
-/// The base chain.
+/// The base chain of the interception.
 pub const PRE_CHAIN: &str = "pre";
+/// The output chain that saves and restores the proxy's mark (see `faults::http::route`).
+pub const OUT_CHAIN: &str = "out";
 /// `priority mangle`.
 pub const MANGLE: i32 = -150;
 
@@ -37,6 +39,11 @@ pub const MANGLE: i32 = -150;
 pub struct Interception {
     pub ports: Vec<u16>,
     pub listener: u16,
+    /// The mark of the proxy's upstream connections, when the proxy connects from the
+    /// client's address: copied into conntrack on the way out and back onto the
+    /// application's replies (so they are routed to the proxy, not to the client).
+    #[serde(default)]
+    pub mark: Option<u32>,
 }
 
 /// The table as nft prints it (`nft list table inet faultd_http`).
@@ -57,7 +64,18 @@ pub fn render(i: &Interception, owner: &str) -> Result<String, FirewallError> {
             i.listener
         );
     }
-    let _ = writeln!(s, "\t}}\n}}");
+    let _ = writeln!(s, "\t}}");
+    if let Some(m) = i.mark {
+        let _ = writeln!(s, "\n\tchain {OUT_CHAIN} {{");
+        let _ = writeln!(
+            s,
+            "\t\ttype route hook output priority mangle; policy accept;"
+        );
+        let _ = writeln!(s, "\t\tmeta mark {m:#010x} ct mark set meta mark");
+        let _ = writeln!(s, "\t\tct mark {m:#010x} meta mark set ct mark");
+        let _ = writeln!(s, "\t}}");
+    }
+    let _ = writeln!(s, "}}");
     Ok(s)
 }
 
@@ -78,8 +96,16 @@ pub fn apply_batch(i: &Interception, owner: &str) -> Result<Batch, FirewallError
         HTTP_TABLE,
         NFT_MSG_NEWCHAIN,
         PRE_CHAIN,
-        Some((NF_INET_PRE_ROUTING, MANGLE)),
+        Some((NF_INET_PRE_ROUTING, MANGLE, "filter")),
     );
+    if i.mark.is_some() {
+        b.chain_in(
+            HTTP_TABLE,
+            NFT_MSG_NEWCHAIN,
+            OUT_CHAIN,
+            Some((NF_INET_LOCAL_OUT_HOOK, MANGLE, "route")),
+        );
+    }
     for p in &i.ports {
         let mut e = Vec::new();
         meta_load(&mut e, NFT_META_IIFNAME);
@@ -114,6 +140,47 @@ pub fn apply_batch(i: &Interception, owner: &str) -> Result<Batch, FirewallError
             a,
         );
     }
+    if let Some(m) = i.mark {
+        let ct = |e: &mut Vec<u8>, set: bool| {
+            expr(e, "ct", |b| {
+                put_be32(b, CT_KEY, NFT_CT_MARK);
+                put_be32(b, if set { CT_SREG } else { CT_DREG }, REG_1);
+            })
+        };
+        let meta_set = |e: &mut Vec<u8>| {
+            expr(e, "meta", |b| {
+                put_be32(b, META_KEY, NFT_META_MARK);
+                put_be32(b, META_SREG, REG_1);
+            })
+        };
+        // meta mark M ct mark set meta mark
+        let mut save = Vec::new();
+        meta_load(&mut save, NFT_META_MARK);
+        cmp(&mut save, NFT_CMP_EQ, &m.to_ne_bytes());
+        meta_load(&mut save, NFT_META_MARK);
+        ct(&mut save, true);
+        // ct mark M meta mark set ct mark
+        let mut restore = Vec::new();
+        ct(&mut restore, false);
+        cmp(&mut restore, NFT_CMP_EQ, &m.to_ne_bytes());
+        ct(&mut restore, false);
+        meta_set(&mut restore);
+        for (e, what) in [
+            (save, "save the proxy's mark"),
+            (restore, "restore it on replies"),
+        ] {
+            let mut a = Vec::new();
+            put_str(&mut a, NFTA_RULE_TABLE, HTTP_TABLE);
+            put_str(&mut a, NFTA_RULE_CHAIN, OUT_CHAIN);
+            nest(&mut a, NFTA_RULE_EXPRESSIONS, |x| x.extend_from_slice(&e));
+            b.push(
+                NFT_MSG_NEWRULE,
+                NLM_F_CREATE | NLM_F_APPEND,
+                format!("add rule {OUT_CHAIN}: {what}"),
+                a,
+            );
+        }
+    }
     Ok(b)
 }
 
@@ -124,6 +191,32 @@ pub fn delete_owned_batch(owner: &str) -> Result<Batch, FirewallError> {
     b.chain_in(HTTP_TABLE, NFT_MSG_DELCHAIN, &owner_chain(owner), None);
     b.table_named(HTTP_TABLE, NFT_MSG_DELTABLE, 0);
     Ok(b)
+}
+
+/// Scans `namespaces` for `table inet faultd_http` whose owner marker names none of `owners`
+/// (doctor); with `fix`, deletes them. `(namespace, label, owners found, removed)`.
+pub async fn stray_tables(
+    namespaces: &[(crate::ns::NsId, crate::ns::Namespace, String)],
+    owners: &std::collections::HashSet<String>,
+    fix: bool,
+) -> Vec<(crate::ns::NsId, String, Vec<String>, bool)> {
+    let mut out = Vec::new();
+    for (id, ns, label) in namespaces {
+        let Ok(Some(found)) = super::conn::with_socket_once(ns, |s| s.owners_in(HTTP_TABLE)).await
+        else {
+            continue;
+        };
+        if found.iter().any(|o| owners.contains(o)) {
+            continue;
+        }
+        let removed = fix && {
+            let mut b = Batch::default();
+            b.table_named(HTTP_TABLE, NFT_MSG_DELTABLE, 0);
+            super::commit(ns, "remove", b).await.is_ok()
+        };
+        out.push((*id, label.clone(), found, removed));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -137,8 +230,10 @@ mod tests {
         let i = Interception {
             ports: vec![80, 8080],
             listener: 15080,
+            mark: Some(0xfa17),
         };
         let t = render(&i, OWNER).unwrap();
+        assert!(t.contains("\tchain out {\n\t\ttype route hook output priority mangle; policy accept;\n\t\tmeta mark 0x0000fa17 ct mark set meta mark\n\t\tct mark 0x0000fa17 meta mark set ct mark\n"), "{t}");
         assert!(
             t.starts_with("table inet faultd_http {\n\tchain owner_"),
             "{t}"
@@ -157,6 +252,7 @@ mod tests {
         let i = Interception {
             ports: vec![80, 443],
             listener: 15080,
+            mark: None,
         };
         let b = apply_batch(&i, OWNER).unwrap();
         let what: Vec<&str> = b.msgs.iter().map(|m| m.what.as_str()).collect();
@@ -180,7 +276,8 @@ mod tests {
         assert!(apply_batch(
             &Interception {
                 ports: vec![],
-                listener: 1
+                listener: 1,
+                mark: None,
             },
             OWNER
         )
@@ -188,7 +285,8 @@ mod tests {
         assert!(apply_batch(
             &Interception {
                 ports: vec![80],
-                listener: 0
+                listener: 0,
+                mark: None,
             },
             OWNER
         )

@@ -1,6 +1,5 @@
-//! HTTPChaos's building blocks: the rules engine, the proxy core and the sockets of a pod's
-//! network namespace. The interception table (`faults::firewall::tproxy`), the journal and the
-//! RPC are built on top of [`ProxyConfig::parse`], [`socket`] and [`serve_connection`].
+//! HTTPChaos (`ApplyHttpChaos`): faultd's own transparent proxy in the pod's network
+//! namespace behind one nf_tables `tproxy` table (`faults::firewall::tproxy`).
 //!
 //! What this module owns:
 //! - [`rules`]: `ApplyHttpChaosRequest.rules` (a JSON list of Chaos Mesh
@@ -12,7 +11,9 @@
 //! - [`selector`]: which rules match a request or a response.
 //! - [`action`]: abort, delay, replace and patch on hyper 1 requests and responses.
 //! - [`socket`]: the transparent listener and the upstream sockets, made in the pod's network
-//!   namespace.
+//!   namespace; [`route`]: the policy route that brings the app's replies back to the proxy.
+//! - [`serve`]: the running proxies, one per pod network namespace; [`fault`]: the fault and
+//!   its use case.
 //! - [`proxy`]: serving one accepted client connection: sniffing TLS/HTTP, HTTP/1.1 with
 //!   keep-alive through hyper (rules read afresh for every request, so they can be swapped live),
 //!   or a byte splice when the client does not speak HTTP/1.
@@ -71,9 +72,12 @@
 //! - HTTP/1 only: anything else (HTTP/2 prior knowledge, other protocols, a server that speaks
 //!   first) is spliced byte for byte.
 pub mod action;
+pub mod fault;
 pub mod proxy;
+pub mod route;
 pub mod rules;
 pub mod selector;
+pub mod serve;
 pub mod socket;
 mod stream;
 pub mod tls;

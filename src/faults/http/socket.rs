@@ -76,27 +76,84 @@ pub async fn transparent_listener(ns: &Namespace) -> std::io::Result<(std::net::
     Ok((l, port))
 }
 
+/// Binds `fd` to `client`'s address (port chosen by the kernel) with `IP_TRANSPARENT` and
+/// `SO_MARK` = `mark`.
+fn spoof(fd: &OwnedFd, client: SocketAddr, mark: u32) -> std::io::Result<()> {
+    if client.is_ipv6() {
+        let one: libc::c_int = 1;
+        // SAFETY: `fd` is an open socket; the option value is a valid c_int of the given
+        // length that outlives the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_IPV6,
+                IPV6_TRANSPARENT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    } else {
+        socket::setsockopt(fd, sockopt::IpTransparent, &true).map_err(io)?;
+    }
+    socket::setsockopt(fd, sockopt::Mark, &mark).map_err(io)?;
+    let from = SocketAddr::new(client.ip(), 0);
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(from)).map_err(io)?;
+    Ok(())
+}
+
+fn tcp_socket(v4: bool) -> std::io::Result<OwnedFd> {
+    let family = if v4 {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(io)
+}
+
+/// The port `fd` is bound to.
+fn bound_port(fd: &OwnedFd) -> Option<u16> {
+    let a: SockaddrStorage = socket::getsockname(fd.as_raw_fd()).ok()?;
+    a.as_sockaddr_in()
+        .map(|s| s.port())
+        .or_else(|| a.as_sockaddr_in6().map(|s| s.port()))
+}
+
 /// A TCP connection from `ns` to `dest` (the original destination of an intercepted
-/// connection).
+/// connection). With `from` = (client address, mark) it leaves from the client's address (never
+/// from the client's own port: that 4-tuple is the intercepted connection's), so the
+/// application sees the real client; the replies come back through `super::route`. Where that
+/// cannot be set up, it leaves from the pod's own address.
 pub async fn connect_upstream(
     ns: &Namespace,
     dest: SocketAddr,
+    from: Option<(SocketAddr, u32)>,
 ) -> std::io::Result<tokio::net::TcpStream> {
-    // Only the socket is made in the namespace; tokio connects it.
+    // Only the socket is made (and bound) in the namespace; tokio connects it.
     let fd = ns
         .run_async(move || {
-            let family = if dest.is_ipv4() {
-                AddressFamily::Inet
-            } else {
-                AddressFamily::Inet6
-            };
-            socket::socket(
-                family,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-                None,
-            )
-            .map_err(io)
+            if let Some((client, mark)) = from.filter(|(c, _)| c.is_ipv4() == dest.is_ipv4()) {
+                for _ in 0..3 {
+                    let fd = tcp_socket(dest.is_ipv4())?;
+                    match spoof(&fd, client, mark) {
+                        Ok(()) if bound_port(&fd) != Some(client.port()) => return Ok(fd),
+                        Ok(()) => continue,
+                        Err(e) => {
+                            tracing::debug!(error = %e, %client, "HTTPChaos: upstream from the pod's address");
+                            break;
+                        }
+                    }
+                }
+            }
+            tcp_socket(dest.is_ipv4())
         })
         .await
         .map_err(ns_err)??;
@@ -126,7 +183,7 @@ mod tests {
         assert_ne!(port, 0);
         let l = tokio::net::TcpListener::from_std(l).unwrap();
         let dest: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let (c, a) = tokio::join!(connect_upstream(&ns, dest), l.accept());
+        let (c, a) = tokio::join!(connect_upstream(&ns, dest, None), l.accept());
         let (s, peer) = a.unwrap();
         let c = c.unwrap();
         assert_eq!(s.local_addr().unwrap().port(), port);
