@@ -1,7 +1,5 @@
-//! HTTPChaos, step 1: the rules engine and the proxy core, as a library. No interception, no
-//! sockets in a pod netns, no journal here: the use case (nf_tables `tproxy` rule, the
-//! `IP_TRANSPARENT` listener, the RPC) is built on top of [`serve_connection`] and
-//! [`ProxyConfig::parse`].
+//! HTTPChaos (`ApplyHttpChaos`): faultd's own transparent proxy in the pod's network
+//! namespace behind one nf_tables `tproxy` table (`faults::firewall::tproxy`).
 //!
 //! What this module owns:
 //! - [`rules`]: `ApplyHttpChaosRequest.rules` (a JSON list of Chaos Mesh
@@ -12,6 +10,10 @@
 //!   two rustls configurations the proxy uses.
 //! - [`selector`]: which rules match a request or a response.
 //! - [`action`]: abort, delay, replace and patch on hyper 1 requests and responses.
+//! - [`socket`]: the transparent listener and the upstream sockets, made in the pod's network
+//!   namespace; [`route`]: the policy route that brings the app's replies back to the proxy.
+//! - [`serve`]: the running proxies, one per pod network namespace; [`fault`]: the fault and
+//!   its use case.
 //! - [`proxy`]: serving one accepted client connection: sniffing TLS/HTTP, HTTP/1.1 with
 //!   keep-alive through hyper (rules read afresh for every request, so they can be swapped live),
 //!   or a byte splice when the client does not speak HTTP/1.

@@ -10,7 +10,8 @@
 //!    (a protocol with a banner) means splice.
 //! 2. With TLS configured and a first byte of `0x16` (a TLS handshake record), TLS is
 //!    terminated with the configured certificate and re-established towards the app (server
-//!    name: the client's SNI, else the destination IP); the rest runs on the two TLS streams.
+//!    name: the client's SNI, else the destination IP, IPv4-mapped addresses as IPv4); the rest
+//!    runs on the two TLS streams.
 //!    Without that first byte the connection is served in clear.
 //! 3. The client's first line is sniffed: an HTTP/1.0 or 1.1 request line means HTTP, served by
 //!    hyper with keep-alive over the one upstream connection; anything else is spliced byte
@@ -137,7 +138,8 @@ where
                 .1
                 .server_name()
                 .and_then(|sni| ServerName::try_from(sni.to_string()).ok())
-                .unwrap_or_else(|| ServerName::IpAddress(dst.ip().into()));
+                // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`.
+                .unwrap_or_else(|| ServerName::IpAddress(dst.ip().to_canonical().into()));
             let connector = TlsConnector::from(tls.client.clone());
             let upstream = tls_connect(&connector, &name, Box::new(upstream)).await?;
             let dial: Dial = Arc::new(move || {

@@ -130,6 +130,11 @@ struct Proxy {
 
 /// The proxy in front of `to`, with `rules` and `tls` JSON.
 async fn proxy(to: SocketAddr, rules: &str, tls: &str) -> Proxy {
+    proxy_as(to, to, rules, tls).await
+}
+
+/// The proxy connecting to `to` for connections whose original destination was `dst`.
+async fn proxy_as(to: SocketAddr, dst: SocketAddr, rules: &str, tls: &str) -> Proxy {
     let (config, rx) = watch::channel(Arc::new(ProxyConfig::parse(rules, tls).unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -139,7 +144,7 @@ async fn proxy(to: SocketAddr, rules: &str, tls: &str) -> Proxy {
             let (stream, _) = listener.accept().await.unwrap();
             let (rx, done) = (rx.clone(), done.clone());
             tokio::spawn(async move {
-                let r = serve_connection(stream, to, move || TcpStream::connect(to), rx).await;
+                let r = serve_connection(stream, dst, move || TcpStream::connect(to), rx).await;
                 let _ = done.send(r);
             });
         }
@@ -603,6 +608,12 @@ async fn tls_is_terminated_and_re_established() {
         )
     );
     let p = proxy(app, &rules, &tls_json).await;
+    // As a dual-stack listener sees an IPv4 destination.
+    let mapped = SocketAddr::new(
+        std::net::IpAddr::V6(std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+        app.port(),
+    );
+    let p_mapped = proxy_as(app, mapped, &rules, &tls_json).await;
 
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca.cert_pem.as_bytes()) {
@@ -617,9 +628,13 @@ async fn tls_is_terminated_and_re_established() {
         .with_root_certificates(roots)
         .with_no_client_auth(),
     );
-    for name in ["app.test", "127.0.0.1"] {
+    for (name, addr) in [
+        ("app.test", p.addr),
+        ("127.0.0.1", p.addr),
+        ("127.0.0.1", p_mapped.addr),
+    ] {
         // With SNI (a DNS name), and without (an IP: the proxy names the app by its IP).
-        let tcp = TcpStream::connect(p.addr).await.unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
         let server_name = ServerName::try_from(name.to_string()).unwrap();
         let tls =
             within(tokio_rustls::TlsConnector::from(client_cfg.clone()).connect(server_name, tcp))

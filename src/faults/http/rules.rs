@@ -112,7 +112,7 @@ fn parse_selector(s: &Obj) -> Result<Selector, HttpError> {
 fn parse_actions(a: &Obj) -> Result<Actions, HttpError> {
     let delay = a
         .str("delay")?
-        .map(|d| go_duration(d).map_err(|why| a.err("delay", format!("{d:?}: {why}"))))
+        .map(|d| go_duration(d).map_err(|why| a.err("delay", why)))
         .transpose()?;
     let replace = match a.get("replace") {
         None => None,
@@ -253,71 +253,13 @@ fn base64(s: &str) -> Result<Bytes, String> {
         .map_err(|e| format!("not base64: {e}"))
 }
 
-/// Go's `time.ParseDuration` (what the HTTPChaos webhook validates `delay` with): a sequence
-/// of decimal numbers with optional fractions and units `ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`,
-/// `h`; `0` alone. Negative durations are refused.
+/// A delay in Go's `time.ParseDuration` syntax (what the HTTPChaos webhook validates `delay`
+/// with: `300ms`, `1.5s`, `2h45m`, `100us`, `0`); negative delays are refused.
 pub fn go_duration(s: &str) -> Result<Duration, String> {
-    if s == "0" || s == "+0" {
-        return Ok(Duration::ZERO);
+    match crate::duration::parse_signed_nanos(s)? {
+        n if n < 0 => Err(format!("{s:?}: a delay cannot be negative")),
+        n => Ok(Duration::from_nanos(n as u64)),
     }
-    if s.starts_with('-') {
-        return Err("a delay cannot be negative".into());
-    }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let int_len = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (int, after) = rest.split_at(int_len);
-        let (frac, after) = match after.strip_prefix('.') {
-            Some(f) => {
-                let n = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
-                (&f[..n], &f[n..])
-            }
-            None => ("", after),
-        };
-        if int.is_empty() && frac.is_empty() {
-            return Err("expected a number (Go duration syntax: 300ms, 1.5s, 2h45m)".into());
-        }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let nanos: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => return Err("missing unit (ns, us, ms, s, m, h)".into()),
-            u => return Err(format!("unknown unit {u:?} (ns, us, ms, s, m, h)")),
-        };
-        let whole: u128 = if int.is_empty() {
-            0
-        } else {
-            int.parse().map_err(|_| "number too large".to_string())?
-        };
-        // Go ignores fraction digits beyond what its int64 can hold; 18 are plenty.
-        let frac = &frac[..frac.len().min(18)];
-        let frac_nanos = if frac.is_empty() {
-            0
-        } else {
-            frac.parse::<u128>().unwrap_or(0) * nanos / 10u128.pow(frac.len() as u32)
-        };
-        total = whole
-            .checked_mul(nanos)
-            .and_then(|w| w.checked_add(frac_nanos))
-            .and_then(|w| w.checked_add(total))
-            .filter(|t| *t <= i64::MAX as u128)
-            .ok_or_else(|| "duration too large".to_string())?;
-        rest = after;
-    }
-    Ok(Duration::from_nanos(total as u64))
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -11,7 +11,7 @@
 //! - The key may be PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM; the certificate file may hold a
 //!   chain. The pair is checked now (a key that does not match the certificate is refused).
 //! - Towards the app: TLS 1.2 or 1.3, ALPN `http/1.1`, server name = the client's SNI, else the
-//!   original destination IP. With `ca_file` the app's certificate must chain to it and match
+//!   original destination IP (as IPv4 when it is IPv4-mapped). With `ca_file` the app's certificate must chain to it and match
 //!   that name; without, it is not verified (the connection goes to the destination the client
 //!   chose, inside the pod's network namespace; upstream would require a public web CA, which
 //!   in practice fails every request of a private-CA app).
