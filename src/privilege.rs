@@ -15,7 +15,7 @@ pub struct Needed {
 pub const NEEDED: &[Needed] = &[
     Needed {
         cap: Capability::CAP_NET_ADMIN,
-        for_what: "network faults (qdiscs and nftables tables in pod network namespaces)",
+        for_what: "network faults (qdiscs and nftables tables in pod network namespaces) and HTTPChaos (transparent sockets, policy routes)",
     },
     Needed {
         cap: Capability::CAP_SYS_ADMIN,
