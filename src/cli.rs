@@ -76,7 +76,13 @@ pub fn run() -> i32 {
                 return EXIT_USAGE;
             }
             init_logging(cli.daemon.log_format);
-            rt.block_on(serve(cli.daemon))
+            let code = rt.block_on(serve(cli.daemon));
+            // Every fault is rolled back and journaled by now, and the caller exits at once.
+            // Shutting the runtime down would drop tasks still running (proxied connections,
+            // keep-alive timers) after its timer driver stopped, and a timer polled then
+            // panics ("the runtime is being shut down"); the exit reclaims everything.
+            std::mem::forget(rt);
+            code
         }
     }
 }
