@@ -140,12 +140,14 @@ impl Traced {
         };
         let mut gone = Vec::new();
         for _ in 0..SETTLE_ROUNDS {
-            let mut new = false;
+            // Seize and interrupt every new thread first, then wait for them all: the stops
+            // overlap instead of queueing one behind the other (a busy thread may need a
+            // scheduler tick to notice its interrupt).
+            let first_new = traced.threads.len();
             for tid in thread_ids(proc_root, pid)? {
                 if traced.threads.iter().any(|t| t.tid.as_raw() == tid) || gone.contains(&tid) {
                     continue;
                 }
-                new = true;
                 let tid = Pid::from_raw(tid);
                 match ptrace::seize(tid, ptrace::Options::empty()) {
                     Ok(()) => {}
@@ -164,23 +166,26 @@ impl Traced {
                 // Tracked from here on, so an error below still lets it go (drop).
                 traced.threads.push(Thread { tid, pending: None });
                 ptrace::interrupt(tid).map_err(ptrace_err("PTRACE_INTERRUPT", tid))?;
-                match wait_stop(tid)? {
-                    Some(pending) => {
-                        if let Some(t) = traced.threads.last_mut() {
-                            t.pending = pending;
-                        }
-                    }
-                    None => {
-                        traced.threads.pop();
-                        gone.push(tid.as_raw());
-                    }
-                }
             }
-            if !new {
+            if traced.threads.len() == first_new {
                 if !traced.threads.iter().any(|t| t.tid == traced.pid) {
                     return Err(PtraceError::Gone(pid));
                 }
                 return Ok(traced);
+            }
+            let mut i = first_new;
+            while i < traced.threads.len() {
+                let tid = traced.threads[i].tid;
+                match wait_stop(tid)? {
+                    Some(pending) => {
+                        traced.threads[i].pending = pending;
+                        i += 1;
+                    }
+                    None => {
+                        traced.threads.remove(i);
+                        gone.push(tid.as_raw());
+                    }
+                }
             }
         }
         Err(PtraceError::Unsettled(pid))
