@@ -1,9 +1,16 @@
 //! IOChaos (`ApplyIOChaos`), step 1: the action model and the injectors, as a library with no
-//! FUSE types in it. So far: which operations an action covers (`matcher.rs`: path glob,
-//! methods, percent, as toda's `src/injector/filter.rs`) and the randomness every decision
-//! draws from ([`IoRng`], passed in by the caller so that tests replay with a seed).
+//! FUSE types in it. So far: the actions chaos-daemon receives, parsed and validated in full
+//! (`actions.rs`, toda's `src/injector/injector_config.rs`), which operations an action covers
+//! (`matcher.rs`: path glob, methods, percent, as toda's `src/injector/filter.rs`) and the
+//! randomness every decision draws from ([`IoRng`], passed in by the caller so that tests
+//! replay with a seed).
+pub mod actions;
 pub mod matcher;
 
+pub use actions::{
+    parse_actions, Action, ActionKind, AttrOverride, FileKind, Filling, Mistake, Timespec,
+    WeightedErrno,
+};
 pub use matcher::{Filter, Method, MethodSet};
 
 use crate::failure::FailureKind;
