@@ -1,16 +1,65 @@
 //! IOChaos (`ApplyIOChaos`), step 1: the action model and the injectors, as a library with no
-//! FUSE types in it. So far: the actions chaos-daemon receives, parsed and validated in full
-//! (`actions.rs`, toda's `src/injector/injector_config.rs`), which operations an action covers
-//! (`matcher.rs`: path glob, methods, percent, as toda's `src/injector/filter.rs`) and the
-//! randomness every decision draws from ([`IoRng`], passed in by the caller so that tests
-//! replay with a seed).
+//! FUSE types in it. This module owns what an IOChaos action *means*: parsing and validating
+//! the actions chaos-daemon receives (`actions.rs`), deciding which operations an action
+//! covers (`matcher.rs`) and what a covered operation gets (`inject.rs`: a delay, an errno
+//! instead of the operation, attributes replaced, bytes damaged). Randomness comes from an
+//! [`IoRng`] the caller passes in, so every decision can be replayed with a seed. The FUSE
+//! layer, the mount and the fault's journal record are built on top of it.
+//!
+//! Upstream is `toda` v0.2.4 (the version chaos-daemon's image downloads), driven by
+//! `pkg/chaosdaemon/iochaos_server.go`:
+//!
+//! | Here | toda |
+//! |---|---|
+//! | [`parse_actions`] | `src/injector/injector_config.rs` (serde model), fed by chaos-daemon's `json.Unmarshal` into `[]v1alpha1.IOChaosAction` (`api/v1alpha1/podiochaos_types.go`) and re-marshalled to toda's `update` call |
+//! | [`Filter`], [`Method`] | `src/injector/filter.rs` |
+//! | [`Injector::before`] | `MultiInjector::inject` over `LatencyInjector` / `FaultInjector` (`src/injector/{multi,latency,fault}_injector.rs`) |
+//! | [`Injector::attr`] | `MultiInjector::inject_attr` / `AttrOverrideInjector`, called by `HookFs::get_file_attr` |
+//! | [`Injector::reply_data`], [`Injector::write_data`] | `MultiInjector::inject_reply` / `inject_write_data` / `MistakeInjector` |
+//!
+//! Semantics kept from upstream:
+//! - Actions apply in list order (the order of the IOChaos objects on the pod). Before an
+//!   operation, every covered `latency` adds its delay and the first covered `fault` ends the
+//!   walk with its errno (toda awaits each injector in turn and returns at the first error:
+//!   a latency listed after the firing fault does not wait).
+//! - Every action draws its percent independently on every operation and hook (toda builds
+//!   one `Filter` per injector and draws in each `filter()` call).
+//! - A fault picks among its errnos by weight (`w / Σw`; toda: `⌊u·Σw⌋` walked down the list).
+//! - `attrOverride` ignores `methods`: it applies to every attribute the layer returns
+//!   (toda filters it with `Method::LOOKUP` against an all-methods filter); later actions win
+//!   field by field.
+//! - `mistake` damages the data of `read` and `readlink` replies (toda's `Reply::Data`) when its
+//!   methods cover them, and the buffer of a `write` before it reaches the file when they
+//!   cover `write` — so a write mistake *does* change the file on disk. Between 1 and
+//!   `maxOccurrences` runs, each starting anywhere in the buffer and 1 to `maxLength` bytes
+//!   long, clipped to the buffer; runs may overlap.
+//! - toda never injects into `forget`, `release`, `releasedir`, `fsyncdir`, `getlk`, `setlk`
+//!   and `bmap` (the names are accepted, the hooks are missing), and for `mknod` it draws the
+//!   filter twice. The library does not care which operations the FUSE layer asks about.
+//!
+//! Where faultd differs (each an input upstream mishandles; chaos-daemon's controller never
+//! sends them):
+//! - Every problem is found before anything is touched and answered `INVALID_ARGUMENT` naming
+//!   the action and the field. toda silently drops unknown method names (a list of only unknown
+//!   names matched nothing) and treats a bad glob as "every path"; both are refused here.
+//! - `latency` takes Go's `time.ParseDuration` syntax (what the IOChaos webhook validates, so
+//!   `1.5s` and `µs` work); toda's `humantime` refused those after the webhook accepted them.
+//! - `atime`/`mtime`/`ctime` are read as Chaos Mesh's `{"sec","nsec"}`; toda deserialised them
+//!   as Rust's `SystemTime` (`secs_since_epoch`), so any time override failed its `update`.
+//! - `perm` must be permission bits (`<= 0o7777`); the type comes from `kind`.
+//! - Errnos must be `1..=511`; weights not negative and not all 0; a fault needs at least one
+//!   errno; a mistake needs `filling`, `maxOccurrences >= 1` and `maxLength >= 1` (toda failed
+//!   on missing fields too, which is what Go's `omitempty` makes of zeros).
+//! - `""` is no actions, like `null` and `[]` (chaos-daemon's `json.Unmarshal` refused `""`).
 pub mod actions;
+pub mod inject;
 pub mod matcher;
 
 pub use actions::{
     parse_actions, Action, ActionKind, AttrOverride, FileKind, Filling, Mistake, Timespec,
     WeightedErrno,
 };
+pub use inject::{Attr, Before, Injector};
 pub use matcher::{Filter, Method, MethodSet};
 
 use crate::failure::FailureKind;
