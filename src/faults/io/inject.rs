@@ -9,10 +9,11 @@
 //! 2. For a `write` that goes ahead, [`Injector::write_data`] damages the buffer before it is
 //!    written (toda's `inject_write_data`, method `write`).
 //! 3. After the operation: [`Injector::attr`] for every attribute set the layer returns
-//!    (`lookup`, `getattr`, `setattr`, `mknod`, `mkdir`, `symlink`, `link`, `create`, `rename`:
-//!    toda's `get_file_attr`), applied with [`AttrOverride::apply`] to an [`Attr`] or field by
-//!    field to the FUSE crate's own struct; [`Injector::reply_data`] for the data of a `read`
-//!    or `readlink` reply.
+//!    (the replies of `lookup`, `getattr`, `setattr`, `mknod`, `mkdir`, `symlink`, `link` and
+//!    `create`: toda's `get_file_attr`; toda also calls it for the stats `unlink`, `rmdir` and
+//!    `rename` make for their own bookkeeping, where an `ino` override breaks its inode map),
+//!    applied with [`AttrOverride::apply`] to an [`Attr`] or field by field to the FUSE crate's
+//!    own struct; [`Injector::reply_data`] for the data of a `read` or `readlink` reply.
 //!
 //! Paths are given relative to the volume, as the layer knows them (`""` is the volume root);
 //! actions match them as the container sees them (`<volume>/<path>`, see `matcher.rs`).
