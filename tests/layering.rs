@@ -34,6 +34,7 @@ const LAYERS: &[&[&str]] = &[
         "faults::dns",
         "faults::time",
         "faults::http",
+        "faults::io",
     ],
     &["faults", "doctor"],
     &["state", "server"],

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod firewall;
 pub mod http;
+pub mod io;
 pub mod netns;
 pub mod qdisc;
 pub mod stress;
