@@ -54,6 +54,7 @@
 pub mod actions;
 pub mod inject;
 pub mod matcher;
+pub mod mount;
 
 pub use actions::{
     parse_actions, Action, ActionKind, AttrOverride, FileKind, Filling, Mistake, Timespec,
@@ -61,8 +62,12 @@ pub use actions::{
 };
 pub use inject::{Attr, Before, Injector};
 pub use matcher::{Filter, Method, MethodSet};
+pub use mount::{abort_connection, is_ours, MountEntry};
+
+use std::path::PathBuf;
 
 use crate::failure::FailureKind;
+use crate::ns::NsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
@@ -76,6 +81,50 @@ pub enum IoError {
         field: String,
         reason: String,
     },
+    /// `volume` is not an absolute path without `..`.
+    #[error("IOChaos volume {0:?}: not an absolute path without `..`")]
+    VolumePath(PathBuf),
+    /// The volume cannot be opened in the container.
+    #[error("IOChaos volume {path}: {source}")]
+    Volume {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("IOChaos volume {path} is not a mount root in the container (it is inside the mount at {mount_point})")]
+    NotMountRoot { path: PathBuf, mount_point: PathBuf },
+    #[error("IOChaos volume {path} is a shared mount (peer group {group}): a layer on top would propagate to its peers")]
+    Shared { path: PathBuf, group: u32 },
+    #[error("IOChaos volume {path} already has faultd's layer on top (connection {conn})")]
+    AlreadyLayered { path: PathBuf, conn: u32 },
+    #[error("IOChaos volume {path}: {found}")]
+    NotOurs { path: PathBuf, found: String },
+    #[error("IOChaos: the namespace given is not a mount namespace")]
+    NotMountNs,
+    #[error("IOChaos: opening /dev/fuse: {0}")]
+    NoFuse(#[source] std::io::Error),
+    #[error("IOChaos FUSE {what}: {source}")]
+    Fuse {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("IOChaos mount at {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("IOChaos reading mountinfo: {0}")]
+    Mountinfo(#[source] std::io::Error),
+    #[error("IOChaos aborting FUSE connection {conn}: {source}")]
+    Abort {
+        conn: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("IOChaos mount namespace: {0}")]
+    Namespace(#[from] NsError),
 }
 
 crate::impl_failure!(IoError);
@@ -83,7 +132,25 @@ crate::impl_failure!(IoError);
 impl IoError {
     pub fn kind(&self) -> FailureKind {
         match self {
-            IoError::Json(_) | IoError::Action { .. } => FailureKind::InvalidArgument,
+            IoError::Json(_) | IoError::Action { .. } | IoError::VolumePath(_) => {
+                FailureKind::InvalidArgument
+            }
+            IoError::Volume { source, .. } if *source == nix::errno::Errno::ENOENT => {
+                FailureKind::NotFound
+            }
+            IoError::Namespace(NsError::Open { .. }) => FailureKind::NotFound,
+            IoError::Volume { .. }
+            | IoError::NotMountRoot { .. }
+            | IoError::Shared { .. }
+            | IoError::AlreadyLayered { .. }
+            | IoError::NotOurs { .. }
+            | IoError::NoFuse(_) => FailureKind::FailedPrecondition,
+            IoError::NotMountNs
+            | IoError::Fuse { .. }
+            | IoError::Mount { .. }
+            | IoError::Mountinfo(_)
+            | IoError::Abort { .. }
+            | IoError::Namespace(_) => FailureKind::Internal,
         }
     }
 }
