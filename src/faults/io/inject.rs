@@ -82,6 +82,22 @@ impl Injector {
         self.actions.is_empty()
     }
 
+    /// Whether some action is a `latency` or a `fault` ([`Injector::before`] can answer
+    /// something).
+    pub fn has_before(&self) -> bool {
+        self.any_before
+    }
+
+    /// Whether some action is an `attrOverride`.
+    pub fn has_attr(&self) -> bool {
+        self.any_attr
+    }
+
+    /// Whether some action is a `mistake`.
+    pub fn has_mistake(&self) -> bool {
+        self.any_mistake
+    }
+
     /// The path actions match for `rel`: toda's `mount_path.join(tail)` (the root, `""`, is
     /// `"<volume>/"`). A leading `/` in `rel` is ignored (it stays inside the volume).
     pub fn container_path(&self, rel: &Path) -> PathBuf {

@@ -51,16 +51,37 @@
 //!   errno; a mistake needs `filling`, `maxOccurrences >= 1` and `maxLength >= 1` (toda failed
 //!   on missing fields too, which is what Go's `omitempty` makes of zeros).
 //! - `""` is no actions, like `null` and `[]` (chaos-daemon's `json.Unmarshal` refused `""`).
+//!
+//! Step 2, the layer the actions act in: faultd's own FUSE file system stacked on the volume
+//! inside the container's mount namespace, served by faultd as a passthrough to the original
+//! mount (`fuser` 0.18, pure Rust, `/dev/fuse` opened and mounted by faultd itself):
+//!
+//! | Module | Owns |
+//! |---|---|
+//! | `layer.rs` | [`IoLayer`]: mount (a blocking call), live injector swap, detach, unmount; [`detach_ours`] and [`layers_at`] for after a restart |
+//! | `mount.rs` | mountinfo parsing, the checks before stacking (mount root, not `shared:`, not already layered), the mount on top, the checked detach, [`abort_connection`] through fusectl |
+//! | `fuse.rs`, `ops.rs` | the `fuser::Filesystem` with the injectors hooked in (which operation asks what: `fuse.rs` docs), delayed operations handed to `delay.rs` |
+//! | `passthrough.rs`, `inodes.rs` | every operation relative to the held root descriptor (`*at` calls, `/proc/self/fd` re-opens), node ids ↔ `(st_dev, st_ino)` with `O_PATH` descriptors counted by lookups |
+//!
+//! Not here yet: switching the descriptors processes already hold on the volume to the layer
+//! (ptrace), the fault's journal record and `Effect`, the RPC and `faultd ctl`.
 pub mod actions;
+pub mod delay;
+pub mod fuse;
 pub mod inject;
+pub mod inodes;
+pub mod layer;
 pub mod matcher;
 pub mod mount;
+mod ops;
+pub mod passthrough;
 
 pub use actions::{
     parse_actions, Action, ActionKind, AttrOverride, FileKind, Filling, Mistake, Timespec,
     WeightedErrno,
 };
 pub use inject::{Attr, Before, Injector};
+pub use layer::{detach_ours, layers_at, IoLayer, LayerOptions};
 pub use matcher::{Filter, Method, MethodSet};
 pub use mount::{abort_connection, is_ours, MountEntry};
 
