@@ -9,11 +9,11 @@
 //! Covered: passthrough operations land in the volume; latency on `read` of `*.log` (other
 //! files fast, delayed reads overlap); `fault` EIO on `open` and on `read`; a non-root caller
 //! owns what it creates and is refused another's file, a shared mapping writes through, a
-//! binary on the volume runs; `attrOverride` in
-//! `stat`; `mistake` changes what is read, never the file; a live injector swap; unmount gives
-//! the original back with mountinfo clean; a shared volume and a non-root path are refused; a
-//! hung server and a killed server (a child process serving the layer, SIGKILLed) are repaired
-//! with `abort_connection` + `detach_ours`. Overhead numbers are printed
+//! binary on the volume runs; `attrOverride` in `stat`; `mistake` changes what is read, never
+//! the file; a live injector swap; unmount gives the original back with mountinfo clean and
+//! answers requests still delayed; a shared volume, a non-root path and a second layer are
+//! refused; a hung server and a killed server (a child process serving the layer, SIGKILLed)
+//! are repaired with `abort_connection` + `detach_ours`. Overhead numbers are printed
 //! (`layer_overhead_numbers`).
 //!
 //! `a_container_volume_through_the_layer` uses the test containerd (`FAULTD_TEST_CTR_SOCK`,
@@ -345,6 +345,28 @@ fn latency_on_read_of_logs_only_and_without_holding_other_requests() {
 
 #[test]
 #[ignore = "host tier: needs root and /dev/fuse; run by tests/run-all.sh"]
+fn unmount_answers_delayed_requests_instead_of_aborting_them() {
+    let s = Scratch::new("exp");
+    s.write("slow.log", b"waited");
+    let layer = s.layer(r#"[{"type":"latency","methods":["read"],"percent":100,"latency":"1h"}]"#);
+    let (ns, p) = (s.ns.try_clone().unwrap(), s.p("slow.log"));
+    let reader = std::thread::spawn(move || ns.run(move || std::fs::read(p)).unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!reader.is_finished());
+    let t0 = Instant::now();
+    layer.unmount().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(reader.join().unwrap().unwrap(), b"waited");
+    eprintln!("unmount with a request delayed by 1 h: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "{took:?}: no wait for the grace period"
+    );
+    assert!(!s.mountinfo().contains("fuse.faultd"));
+}
+
+#[test]
+#[ignore = "host tier: needs root and /dev/fuse; run by tests/run-all.sh"]
 fn faults_answer_the_errno_without_touching_the_file() {
     let s = Scratch::new("eio");
     s.write("x.db", b"payload");
@@ -523,6 +545,14 @@ fn a_hung_server_is_aborted_and_detached() {
         std::thread::spawn(move || ns.run(move || std::fs::metadata(p).map(drop)).unwrap());
     std::thread::sleep(Duration::from_millis(300));
     assert!(!blocked.is_finished(), "the stat waits on the hung layer");
+    // A new layer is refused from mountinfo alone, without waiting on the hung one.
+    let t0 = Instant::now();
+    let e = IoLayer::mount(&s.ns, &s.vol, s.injector("[]"), LayerOptions::default()).unwrap_err();
+    assert!(
+        matches!(e, IoError::AlreadyLayered { conn: c, .. } if c == conn),
+        "{e}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
     let t0 = Instant::now();
     assert!(abort_connection(conn).unwrap());
     let r = blocked.join().unwrap();

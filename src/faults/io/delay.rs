@@ -80,6 +80,18 @@ impl Delays {
     pub fn pending(&self) -> usize {
         self.shared.lock().jobs.len()
     }
+
+    /// Makes every waiting job due now (in the order of their deadlines): what a layer being
+    /// taken off does, so no caller waits out a delay of actions that no longer apply.
+    pub fn expedite(&self) {
+        let mut st = self.shared.lock();
+        let now = Instant::now();
+        let mut ids: Vec<(Instant, u64)> = st.heap.drain().map(|Reverse(x)| x).collect();
+        ids.sort();
+        st.heap = ids.into_iter().map(|(_, id)| Reverse((now, id))).collect();
+        drop(st);
+        self.shared.cv.notify_all();
+    }
 }
 
 fn work(s: &Shared) {
@@ -177,6 +189,25 @@ mod tests {
         assert_eq!(rx.recv().unwrap(), "short");
         assert!(t0.elapsed() < Duration::from_millis(250));
         assert_eq!(rx.recv().unwrap(), "long");
+    }
+
+    #[test]
+    fn expedite_runs_waiting_jobs_now() {
+        let d = Delays::new(1, "t-delay").unwrap();
+        let (tx, rx) = mpsc::channel();
+        for tag in ["first", "second"] {
+            let tx = tx.clone();
+            let ms = if tag == "first" { 3_600_000 } else { 7_200_000 };
+            d.after(
+                Duration::from_millis(ms),
+                Box::new(move || tx.send(tag).unwrap()),
+            );
+        }
+        let t0 = Instant::now();
+        d.expedite();
+        assert_eq!(rx.recv().unwrap(), "first");
+        assert_eq!(rx.recv().unwrap(), "second");
+        assert!(t0.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

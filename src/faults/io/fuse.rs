@@ -269,7 +269,7 @@ pub fn file_attr(a: &Attr, blksize: i64) -> FileAttr {
 /// The FUSE file system: the shared core and the delay pool.
 pub struct Fs {
     pub core: Arc<Core>,
-    pub delays: Delays,
+    pub delays: Arc<Delays>,
 }
 
 /// Gates an operation: runs `$body` now, answers the injected errno, or runs it (or answers)

@@ -10,7 +10,8 @@
 //!   faultd's ns:     FUSE handshake (Session::from_fd), serve on `threads` threads
 //! layer.set_injector(new)              new actions, no remount
 //! layer.detach()                       top mount off /data (open files keep being served)
-//! layer.unmount()                      detach, wait for the server to end (the kernel ends the
+//! layer.unmount()                      no actions, delayed operations answered now, detach,
+//!                                      wait for the server to end (the kernel ends the
 //!                                      connection when nothing uses the mount any more), after
 //!                                      `unmount_grace` abort the connection
 //! ```
@@ -75,6 +76,7 @@ pub struct IoLayer {
     volume_mount: MountEntry,
     layer_mount: MountEntry,
     core: Arc<Core>,
+    delays: Arc<Delays>,
     serve: Option<JoinHandle<std::io::Result<()>>>,
     grace: Duration,
 }
@@ -122,10 +124,11 @@ impl IoLayer {
             direct_io: opts.direct_io,
         });
         let delays = Delays::new(opts.threads, &format!("faultd-io{conn}d"))
+            .map(Arc::new)
             .map_err(|e| undo(fuse_err("delay threads", e)))?;
         let fs = Fs {
             core: core.clone(),
-            delays,
+            delays: delays.clone(),
         };
         let mut cfg = fuser::Config::default();
         cfg.n_threads = Some(opts.threads.max(1));
@@ -144,6 +147,7 @@ impl IoLayer {
             volume_mount: stacked.volume,
             layer_mount: stacked.layer,
             core,
+            delays,
             serve: Some(serve),
             grace: opts.unmount_grace,
         })
@@ -196,13 +200,19 @@ impl IoLayer {
         detach_in(&self.ns, &self.volume, Some(self.conn())).map(|n| n > 0)
     }
 
-    /// Detaches, waits up to `unmount_grace` for the server to end by itself, then aborts the
-    /// connection (files still open through the layer then fail with `ENOTCONN`).
+    /// Drops every action and answers the delayed operations now, detaches, waits up to
+    /// `unmount_grace` for the server to end by itself (the kernel ends the connection once
+    /// nothing uses the mount), then aborts the connection (files still open through the layer
+    /// then fail with `ENOTCONN`).
     pub fn unmount(mut self) -> Result<(), IoError> {
         self.stop()
     }
 
     fn stop(&mut self) -> Result<(), IoError> {
+        self.core
+            .hooks
+            .set(Injector::new(self.injector().volume(), Vec::new()));
+        self.delays.expedite();
         let detached = self.detach();
         let Some(h) = self.serve.take() else {
             return detached.map(drop);

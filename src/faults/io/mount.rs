@@ -229,6 +229,14 @@ pub fn stack(
         path: volume.to_path_buf(),
         source,
     };
+    // A layer already there (maybe dead or hung after a crash) is found without touching the
+    // path: a stat of its root would wait on its server.
+    if let Some(top) = top_at(&proc.mountinfo()?, volume).filter(|t| t.is_ours()) {
+        return Err(IoError::AlreadyLayered {
+            path: volume.to_path_buf(),
+            conn: top.minor,
+        });
+    }
     let root = nix::fcntl::open(
         volume,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -299,7 +307,8 @@ pub fn stack(
     }
 }
 
-/// The mount id of an open file (`statx(STATX_MNT_ID)`, Linux 5.8).
+/// The mount id of an open file (`statx(STATX_MNT_ID)`, Linux 5.8; `AT_STATX_DONT_SYNC` so a
+/// FUSE file system is not asked).
 fn mount_id(fd: &OwnedFd) -> Result<u32, nix::Error> {
     // SAFETY: statx is plain old data; all-zero is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
@@ -309,7 +318,7 @@ fn mount_id(fd: &OwnedFd) -> Result<u32, nix::Error> {
         libc::statx(
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
             libc::STATX_MNT_ID,
             &mut stx,
         )
