@@ -21,7 +21,9 @@
 //! Files are opened with `FOPEN_DIRECT_IO` (by default): every `read`/`write` call of the
 //! application reaches the layer (the page cache would answer repeated reads without it, so
 //! a latency on `read` would only hit the first), and `FUSE_DIRECT_IO_ALLOW_MMAP` (Linux 6.6)
-//! keeps shared mappings working. Attributes and entries are valid for `attr_ttl` (0 by
+//! keeps shared mappings working. Before 6.6 a `MAP_SHARED` mapping of a file opened through
+//! the layer fails with `ENODEV` (private mappings and `exec` work); `direct_io: false` in
+//! `LayerOptions` trades that for reads the page cache answers without the layer. Attributes and entries are valid for `attr_ttl` (0 by
 //! default: every `stat` and path walk reaches the layer and sees the current actions).
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -299,11 +299,18 @@ pub fn stack(
             volume: vm,
             layer: top.clone(),
         }),
-        other => Err(IoError::Mountinfo(std::io::Error::other(format!(
-            "after mounting, the top of {} is {:?}, not faultd's layer",
-            volume.display(),
-            other.map(|e| (e.id, &e.fstype, &e.source))
-        )))),
+        other => {
+            let msg = format!(
+                "after mounting, the top of {} is {:?}, not faultd's layer",
+                volume.display(),
+                other.map(|e| (e.id, &e.fstype, &e.source))
+            );
+            // Take off whatever of ours is on top (the dev_fuse the caller drops ends it).
+            let undone = detach(proc, volume, None);
+            Err(IoError::Mountinfo(std::io::Error::other(format!(
+                "{msg} (detaching faultd's layers there: {undone:?})"
+            ))))
+        }
     }
 }
 
