@@ -54,6 +54,7 @@
 pub mod actions;
 pub mod inject;
 pub mod matcher;
+pub mod switch;
 
 pub use actions::{
     parse_actions, Action, ActionKind, AttrOverride, FileKind, Filling, Mistake, Timespec,
