@@ -534,6 +534,41 @@ async fn large_bodies_pass_intact_and_concurrent_delays_overlap() {
         ms(t0.elapsed())
     );
 
+    // `Expect: 100-continue` (curl sends it for bodies over 1 MiB and waits 1 s for the 100):
+    // the proxy lets the client go on at once.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = connect(&s.cl, s.addr()).await.unwrap();
+    let t0 = Instant::now();
+    sock.write_all(
+        b"POST /expect HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let cont = tokio::time::timeout(Duration::from_secs(3), async {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert_ne!(n, 0, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let waited = t0.elapsed();
+    assert!(cont.is_ok(), "no 100 Continue within 3 s");
+    assert!(
+        got.starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    sock.write_all(b"hello").await.unwrap();
+    let mut rest = vec![0u8; 12];
+    sock.read_exact(&mut rest).await.unwrap();
+    assert_eq!(&rest, b"HTTP/1.1 200");
+    eprintln!("Expect: 100-continue: 100 after {:.1} ms", ms(waited));
+    assert_eq!(&s.app.last().body[..], b"hello");
+    drop(sock);
+
     // 40 concurrent delayed requests on 40 connections take about one delay, not 40.
     let t0 = Instant::now();
     let mut all = Vec::new();
@@ -554,6 +589,30 @@ async fn large_bodies_pass_intact_and_concurrent_delays_overlap() {
     assert!(
         wall < Duration::from_millis(2500),
         "40 delays took {wall:?}"
+    );
+    // None of the 40 connections (closed by now) is left open in faultd.
+    let pid = s.d.child.id();
+    let net = &s.net;
+    let held = || -> Vec<String> {
+        net.pod_cmd(&["ss", "-Htanp"])
+            .lines()
+            .filter(|l| l.contains(&format!("pid={pid},")) && !l.starts_with("LISTEN"))
+            .map(str::to_string)
+            .collect()
+    };
+    let t0 = Instant::now();
+    while !held().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "faultd still holds proxied sockets 10 s after their clients closed:\n{}",
+            held().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = t0.elapsed();
+    eprintln!(
+        "faultd's proxied sockets all closed {:.0} ms after the last response",
+        ms(left)
     );
     let st = common::stats::Stats::of(&times);
     eprintln!(
@@ -1059,7 +1118,7 @@ async fn non_http_bytes_on_a_proxied_port_pass_unchanged() {
     let echo = Echo::start(&pod, 9000, None);
     let banner = Echo::start(&pod, 9001, Some(b"220 faultd-test ready\r\n"));
     s.apply(
-        &[APP_PORT, 9000, 9001],
+        &[APP_PORT, 9000, 9001, 9002],
         &rules(json!([{"target": "Response", "selector": {},
                        "actions": {"replace": {"code": 503}}}])),
     )
@@ -1114,6 +1173,26 @@ async fn non_http_bytes_on_a_proxied_port_pass_unchanged() {
     assert_eq!(&e, b"EHLO faultd\r\n");
     assert_eq!(ip_of(banner.peers.lock().unwrap()[0]), s.net.client_ip());
     eprintln!("banner-first protocol on a proxied port: spliced");
+
+    // A proxied port nothing listens on: the client's connection ends at once (the proxy
+    // accepted it, the app refused it), it does not hang.
+    let t0 = Instant::now();
+    let end = match connect(&s.cl, s.net.addr(9002)).await {
+        Err(e) => format!("refused: {e}"),
+        Ok(mut sock) => {
+            let _ = sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let mut buf = Vec::new();
+            let r = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut buf))
+                .await
+                .expect("a connection to a closed proxied port hangs");
+            assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+            format!("accepted, then closed ({r:?})")
+        }
+    };
+    eprintln!(
+        "closed proxied port 9002: {end} after {:.1} ms",
+        ms(t0.elapsed())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
