@@ -1107,6 +1107,86 @@ async fn bad_input_is_invalid_argument_and_changes_nothing() {
     s.net.trace().assert_installed(s.net.v6);
 }
 
+/// The socket descriptors of process `pid`.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host tier: needs root"]
+async fn a_pod_namespace_deleted_under_the_fault_is_not_kept_alive_by_faultd() {
+    let state = tempfile::tempdir().unwrap();
+    let mut d = DaemonProc::spawn(state.path(), &[]);
+    let admin = d.ready().await;
+    let pid = d.child.id();
+
+    // Control: with nothing of faultd in it, a removed pod namespace is freed at once.
+    let mut ctl = Net::new("http-s0", 21);
+    drop(App::start(&ctl.pod_ns(), APP_PORT));
+    ctl.remove_pod();
+    let freed = eventually(
+        "an unused pod namespace is freed",
+        Duration::from_secs(10),
+        || !ctl.veth_alive(),
+    )
+    .await;
+    eprintln!(
+        "control: a removed pod namespace was freed after {:.0} ms",
+        ms(freed)
+    );
+
+    let mut net = Net::new("http-s", 22);
+    let app = App::start(&net.pod_ns(), APP_PORT);
+    let cl = net.client_ns();
+    let before = sockets_of(pid);
+    let f = apply(
+        &admin,
+        &net,
+        &[APP_PORT],
+        &delay_rule(APP_PORT, "/*", "100ms"),
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(get_ok(&cl, net.addr(APP_PORT), "/").await.0.status, 200);
+    let during = sockets_of(pid);
+    // The pod is deleted while the fault is on (as when a pod under HTTPChaos is deleted).
+    drop(app);
+    net.remove_pod();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ended = faults(&admin)
+        .revoke_fault(api::RevokeFaultRequest { id: f.id.clone() })
+        .await;
+    eprintln!(
+        "faultd's sockets: {before} before, {during} with the fault; RevokeFault after the pod went: {:?}",
+        ended.as_ref().map(|r| (r.get_ref().phase, r.get_ref().end_reason.clone()))
+    );
+    // faultd's kept netlink socket may pin the namespace for its idle time (10 s); nothing
+    // may pin it for longer.
+    let t0 = Instant::now();
+    while net.veth_alive() || sockets_of(pid) > before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "20 s after the revoke, the deleted pod's network namespace is still alive (its veth \
+             exists: {}), faultd holds {} sockets ({before} before the fault, {during} with it)",
+            net.veth_alive(),
+            sockets_of(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the deleted pod's namespace was freed {:.0} ms after the revoke; faultd's sockets: {}",
+        ms(t0.elapsed()),
+        sockets_of(pid)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // other protocols and TLS
 

@@ -280,6 +280,29 @@ impl Net {
         }
     }
 
+    /// The pod goes away as a deleted pod's does: its processes end and its name is removed
+    /// (for a named pod namespace). The namespace itself lives on while anything holds it.
+    pub fn remove_pod(&mut self) {
+        if let Some(h) = &mut self.holder {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        self.holder = None;
+        if !self.pod.is_empty() {
+            run(&["ip", "netns", "del", &self.pod]);
+            self.pod.clear();
+        }
+    }
+
+    /// Whether the client's end of the veth still exists: it goes when the pod namespace is
+    /// really freed (its `eth0` is destroyed with it, and the peer with that).
+    pub fn veth_alive(&self) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.client, "link", "show", "c0"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
     /// `nft list table inet faultd_http` in the pod namespace (empty if there is none).
     pub fn http_table(&self) -> String {
         self.pod_try(&["nft", "list", "table", "inet", "faultd_http"])
