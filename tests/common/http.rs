@@ -666,7 +666,7 @@ fn no_resp(e: hyper::Error) -> NoResp {
             )
         });
     NoResp {
-        closed: e.is_incomplete_message() || reset,
+        closed: e.is_incomplete_message() || e.is_closed() || reset,
         msg: format!("{e:?}"),
     }
 }
