@@ -42,6 +42,9 @@
 //! | `FAULTD_BENCH_APPENDS` | 2000 | journal appends |
 //! | `FAULTD_BENCH_RPCS` | 10000 | RPCs before the second RSS reading |
 //! | `FAULTD_BENCH_TIME_CYCLES` | 20 | TimeChaos apply+revoke cycles per target (1 and 16 threads) |
+//! | `FAULTD_BENCH_HTTP_REQS` | 200 | HTTPChaos requests per variant (kept-alive, new connection) and path (direct, proxied) |
+//! | `FAULTD_BENCH_HTTP_RPS_REQS` | 2000 | HTTPChaos requests of the requests/s measurement, per path |
+//! | `FAULTD_BENCH_HTTP_CYCLES` | 20 | HTTPChaos apply+update+revoke cycles |
 //! | `FAULTD_BENCH_DIR` | system temp dir | where state dirs and journals live (must be a real disk: fdatasync) |
 //!
 //! Everything created (namespaces, veths, daemons) is removed by `Drop` guards; daemons also get
@@ -1966,4 +1969,255 @@ async fn bench_time_stop() {
             r.p50
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTPChaos
+
+/// `n` GETs on one kept-alive connection and `n` GETs on a new connection each, from the client
+/// namespace to `addr`: per-request latencies (ms), connect included for the new connections.
+async fn http_samples(
+    cl: &faultd::ns::Namespace,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    use common::http::{fetch, request, Conn};
+    let mut c = Conn::open(cl, addr).await.expect("connect");
+    let (mut kept, mut fresh) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let t0 = Instant::now();
+        let r = c
+            .send(request("GET", &format!("/k/{i}"), ""))
+            .await
+            .unwrap_or_else(|e| panic!("kept-alive GET: {}", e.msg));
+        assert_eq!(r.status, 200);
+        kept.push(ms(t0.elapsed()));
+    }
+    for i in 0..n {
+        let (r, took) = fetch(cl, addr, request("GET", &format!("/n/{i}"), "")).await;
+        assert_eq!(r.unwrap_or_else(|e| panic!("GET: {}", e.msg)).status, 200);
+        fresh.push(ms(took));
+    }
+    (kept, fresh)
+}
+
+/// `total` GETs from `conns` kept-alive connections at once: requests per second.
+async fn http_rps(
+    cl: &faultd::ns::Namespace,
+    addr: std::net::SocketAddr,
+    conns: usize,
+    total: usize,
+) -> f64 {
+    use common::http::{request, Conn};
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..conns {
+        let mut c = Conn::open(cl, addr).await.expect("connect");
+        let n = total / conns + usize::from(k < total % conns);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n {
+                let r = c.send(request("GET", &format!("/r/{k}/{i}"), "")).await;
+                assert_eq!(r.unwrap_or_else(|e| panic!("GET: {}", e.msg)).status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    total as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// HTTPChaos proxy overhead: request latency (p50/p99) from a client namespace to an HTTP app
+/// (`common::http::App`, hyper, served by this process) in a pod namespace, direct and through
+/// faultd's transparent proxy with an empty rule set (every request is parsed and forwarded),
+/// kept-alive and on a new
+/// connection per request; requests/s from 8 kept-alive connections; the client-observed
+/// latency of the ApplyFault `apply_http_chaos` that starts the proxy, of a second one that
+/// updates the rules, and of RevokeFault. Direct and proxied phases alternate (2 rounds).
+/// `FAULTD_BENCH_HTTP_REQS` requests per variant and phase (default 200),
+/// `FAULTD_BENCH_HTTP_RPS_REQS` for the throughput (2000), `FAULTD_BENCH_HTTP_CYCLES`
+/// apply/update/revoke cycles (20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark (root): run by tests/bench/run.sh"]
+async fn bench_http_proxy() {
+    use common::http::{apply_req, App, Net, APP_PORT};
+    let reqs = env_usize("FAULTD_BENCH_HTTP_REQS", 200).max(10);
+    let burst = env_usize("FAULTD_BENCH_HTTP_RPS_REQS", 2000).max(16);
+    let cycles = env_usize("FAULTD_BENCH_HTTP_CYCLES", 20).max(1);
+    let conns = 8;
+    let state = tempdir();
+    let mut d = BenchDaemon::spawn(&state.path().join("state"));
+    let (unix, _) = d.ready().await;
+    let mut c = faults(&unix);
+    let net = Net::new("bench-http", 1);
+    let app = App::start(&net.pod_ns(), APP_PORT);
+    let cl = net.client_ns();
+    let addr = net.addr(APP_PORT);
+    let never = |path: &str| {
+        json!([{"target": "Request", "selector": {"port": APP_PORT, "path": path},
+                "actions": {"delay": "1s"}}])
+        .to_string()
+    };
+    // Warm-up (connections, the app's tasks, the proxy's first namespace thread).
+    http_samples(&cl, addr, 10).await;
+
+    let (mut dk, mut dn, mut pk, mut pn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rps_direct, mut rps_proxy) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        let (k, n) = http_samples(&cl, addr, reqs / 2).await;
+        dk.extend(k);
+        dn.extend(n);
+        rps_direct.push(http_rps(&cl, addr, conns, burst / 2).await);
+        let f = c
+            .apply_fault(apply_req(net.pid(), &[APP_PORT], "[]", "", 0))
+            .await
+            .expect("ApplyFault apply_http_chaos")
+            .into_inner();
+        net.trace().assert_installed(net.v6);
+        http_samples(&cl, addr, 10).await;
+        // Proof that the requests go through faultd: it holds the pod side of a connection.
+        {
+            let _open = common::http::Conn::open(&cl, addr).await.unwrap();
+            let ss = net.pod_cmd(&["ss", "-Htnp", "state", "established", "sport", "=", ":8080"]);
+            assert!(
+                ss.contains("\"faultd\""),
+                "round {round}: not proxied:\n{ss}"
+            );
+        }
+        let (k, n) = http_samples(&cl, addr, reqs / 2).await;
+        pk.extend(k);
+        pn.extend(n);
+        rps_proxy.push(http_rps(&cl, addr, conns, burst / 2).await);
+        c.revoke_fault(api::RevokeFaultRequest { id: f.id })
+            .await
+            .expect("RevokeFault");
+        assert!(net.trace().is_clean(), "{:#?}", net.trace());
+    }
+    d.assert_alive();
+
+    let (mut apply, mut update, mut revoke) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..cycles {
+        let t0 = Instant::now();
+        c.apply_fault(apply_req(net.pid(), &[APP_PORT], &never("/never/a"), "", 0))
+            .await
+            .expect("ApplyFault apply_http_chaos");
+        apply.push(ms(t0.elapsed()));
+        let t0 = Instant::now();
+        let f = c
+            .apply_fault(apply_req(
+                net.pid(),
+                &[APP_PORT, 8081],
+                &never(&format!("/never/{i}")),
+                "",
+                0,
+            ))
+            .await
+            .expect("ApplyFault apply_http_chaos (update)")
+            .into_inner();
+        update.push(ms(t0.elapsed()));
+        let t0 = Instant::now();
+        c.revoke_fault(api::RevokeFaultRequest { id: f.id })
+            .await
+            .expect("RevokeFault");
+        revoke.push(ms(t0.elapsed()));
+    }
+    assert!(net.trace().is_clean(), "{:#?}", net.trace());
+    let active = common::host::list(&unix, false).await;
+    assert!(active.is_empty(), "{active:?}");
+    d.assert_alive();
+    drop(app);
+
+    let (dk, dn, pk, pn) = (
+        Stats::of(&dk),
+        Stats::of(&dn),
+        Stats::of(&pk),
+        Stats::of(&pn),
+    );
+    let base = "no interception (same client, same app)";
+    let extra = |direct: &Stats, proxied: &Stats| {
+        json!({"direct": direct.json(), "proxied": proxied.json(), "requests": proxied.n,
+               "rules": "empty rule set (every request parsed and forwarded)"})
+    };
+    row(
+        "http_proxy_keepalive_p50",
+        "HTTPChaos proxy: request p50, kept-alive connection",
+        "ms",
+        pk.p50,
+    )
+    .baseline(dk.p50, base)
+    .extra(extra(&dk, &pk))
+    .print();
+    row(
+        "http_proxy_keepalive_p99",
+        "HTTPChaos proxy: request p99, kept-alive connection",
+        "ms",
+        pk.p99,
+    )
+    .baseline(dk.p99, base)
+    .print();
+    row(
+        "http_proxy_newconn_p50",
+        "HTTPChaos proxy: request p50, new connection each (connect included)",
+        "ms",
+        pn.p50,
+    )
+    .baseline(dn.p50, base)
+    .extra(extra(&dn, &pn))
+    .print();
+    row(
+        "http_proxy_newconn_p99",
+        "HTTPChaos proxy: request p99, new connection each (connect included)",
+        "ms",
+        pn.p99,
+    )
+    .baseline(dn.p99, base)
+    .print();
+    row(
+        "http_proxy_added_p50",
+        "HTTPChaos proxy: added latency p50, kept-alive / new connection",
+        "ms",
+        pk.p50 - dk.p50,
+    )
+    .extra(json!({"new_connection_ms": r4(pn.p50 - dn.p50)}))
+    .print();
+    let (rd, rp) = (median(&rps_direct), median(&rps_proxy));
+    row(
+        "http_proxy_rps",
+        &format!("HTTPChaos proxy: requests/s, {conns} kept-alive connections (direct: {rd:.0}; client, app and faultd on this machine)"),
+        "req/s",
+        rp,
+    )
+    // (no baseline column: its ratio reads "faultd faster" the wrong way round for a rate)
+    .extra(json!({"direct_median": r4(rd), "direct": rps_direct, "proxied": rps_proxy,
+                  "requests": burst / 2, "proxied_over_direct": r4(rp / rd)}))
+    .print();
+    let (a, u, r) = (Stats::of(&apply), Stats::of(&update), Stats::of(&revoke));
+    row(
+        "http_apply_p50",
+        "HTTPChaos: ApplyFault apply_http_chaos p50, client (proxy start, table, route)",
+        "ms",
+        a.p50,
+    )
+    .extra(a.json())
+    .print();
+    row(
+        "http_update_p50",
+        "HTTPChaos: ApplyFault apply_http_chaos p50, client (update of the rules and ports)",
+        "ms",
+        u.p50,
+    )
+    .extra(u.json())
+    .print();
+    row(
+        "http_revoke_p50",
+        "HTTPChaos: RevokeFault p50, client",
+        "ms",
+        r.p50,
+    )
+    .extra(r.json())
+    .print();
+    eprintln!(
+        "HTTPChaos proxy ({} requests per variant): kept-alive p50 {:.3} -> {:.3} ms, p99 {:.3} -> {:.3} ms; new connection p50 {:.3} -> {:.3} ms, p99 {:.3} -> {:.3} ms; {rd:.0} -> {rp:.0} req/s; apply p50 {:.2} ms, update p50 {:.2} ms, revoke p50 {:.2} ms ({cycles} cycles)",
+        pk.n, dk.p50, pk.p50, dk.p99, pk.p99, dn.p50, pn.p50, dn.p99, pn.p99, a.p50, u.p50, r.p50
+    );
 }

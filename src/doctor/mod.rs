@@ -266,6 +266,37 @@ pub async fn run(
             removed,
         });
     }
+    // Residue: HTTPChaos's reply route (fwmark rule, table 64023) in a namespace where no live
+    // HTTPChaos fault needs it (its table was removed above, or lost with a previous daemon).
+    let http_live: HashSet<NsId> = live
+        .iter()
+        .filter_map(|r| match &r.effect {
+            FaultEffect::Http(h) => Some(h.netns.id),
+            _ => None,
+        })
+        .collect();
+    for (id, ns, label) in &namespaces {
+        if http_live.contains(id) {
+            continue;
+        }
+        let Ok(true) = in_netns(ns, crate::faults::http::route::present).await else {
+            continue;
+        };
+        let removed = fix
+            && in_netns(ns, crate::faults::http::route::remove)
+                .await
+                .is_ok();
+        report.residue.push(Residue {
+            kind: "policy route".into(),
+            location: format!("netns {}:{} ({label})", id.dev, id.ino),
+            detail: format!(
+                "HTTPChaos reply route (fwmark {:#x} lookup {}) no active fault needs",
+                crate::faults::http::route::MARK,
+                crate::faults::http::route::TABLE
+            ),
+            removed,
+        });
+    }
     // Residue: `faultd stress-worker` processes whose fault is not active (a previous daemon's
     // workers survive only if PDEATHSIG could not fire).
     // Workers whose parent is another live faultd daemon (test hosts) are that daemon's.

@@ -13,7 +13,9 @@
 #      tests/host_stress.rs when it exists: their bench tests are picked up too)
 #   2. the bench tests: `--ignored --nocapture --test-threads=1`; each prints `BENCH {json}` lines
 #      (among them TimeChaos stop times: FAULTD_BENCH_TIME_CYCLES apply/revoke cycles against
-#      clockreport with 1 and 16 threads, faultd_time_stop_seconds mean and max per process)
+#      clockreport with 1 and 16 threads, faultd_time_stop_seconds mean and max per process; the
+#      HTTPChaos proxy's request latency p50/p99 direct vs proxied, kept-alive and new-connection,
+#      requests/s, and apply/update/revoke latency)
 #   3. container PID resolution (host_runtime's bench_pid_resolution) against a private containerd
 #      (tests/env/ctr/*, socket /run/faultd-bench/containerd.sock), and host_stress's bench tests;
 #      skipped with a note when containerd, the test image or the test file is missing
@@ -115,6 +117,9 @@ if [ "$MODE" = smoke ]; then
   export FAULTD_BENCH_APPENDS=${FAULTD_BENCH_APPENDS:-200}
   export FAULTD_BENCH_RPCS=${FAULTD_BENCH_RPCS:-1000}
   export FAULTD_BENCH_TIME_CYCLES=${FAULTD_BENCH_TIME_CYCLES:-5}
+  export FAULTD_BENCH_HTTP_REQS=${FAULTD_BENCH_HTTP_REQS:-50}
+  export FAULTD_BENCH_HTTP_RPS_REQS=${FAULTD_BENCH_HTTP_RPS_REQS:-400}
+  export FAULTD_BENCH_HTTP_CYCLES=${FAULTD_BENCH_HTTP_CYCLES:-5}
 else
   export FAULTD_BENCH_ITERS=${FAULTD_BENCH_ITERS:-400}
   export FAULTD_BENCH_NETNS=${FAULTD_BENCH_NETNS:-200}
@@ -125,6 +130,9 @@ else
   export FAULTD_BENCH_APPENDS=${FAULTD_BENCH_APPENDS:-2000}
   export FAULTD_BENCH_RPCS=${FAULTD_BENCH_RPCS:-10000}
   export FAULTD_BENCH_TIME_CYCLES=${FAULTD_BENCH_TIME_CYCLES:-20}
+  export FAULTD_BENCH_HTTP_REQS=${FAULTD_BENCH_HTTP_REQS:-200}
+  export FAULTD_BENCH_HTTP_RPS_REQS=${FAULTD_BENCH_HTTP_RPS_REQS:-2000}
+  export FAULTD_BENCH_HTTP_CYCLES=${FAULTD_BENCH_HTTP_CYCLES:-20}
 fi
 # state dirs and journals on the disk under target/ (fdatasync must hit a real filesystem)
 export FAULTD_BENCH_DIR=${FAULTD_BENCH_DIR:-$OUT/tmp}
@@ -348,7 +356,7 @@ for line in read(os.path.join(out, "stress.log")):
 
 # groups in README order; within a group, the order the tests printed
 ORDER = ["settcs_", "journal_fdatasync", "fanout_", "journal_", "ready_", "idle_rss", "rss_",
-         "read_rpc", "binary_", "pid_", "stress_", "time_"]
+         "read_rpc", "binary_", "pid_", "stress_", "time_", "http_"]
 rows.sort(key=lambda r: next((i for i, p in enumerate(ORDER) if str(r.get("id", "")).startswith(p)), len(ORDER)))
 
 def fmt(v, unit=""):

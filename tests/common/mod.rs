@@ -1,7 +1,7 @@
 //! Shared helpers of the integration tests: a throwaway PKI, an in-process daemon on ephemeral
 //! ports, and tonic clients with chosen certificates (here); containerd and Docker test
 //! containers (`ctr`, `docker`), host-tier helpers such as faultd as a child process (`host`),
-//! the TimeChaos target `clockreport` (`clock`),
+//! the TimeChaos target `clockreport` (`clock`), HTTPChaos pod/client namespaces, app and client (`http`),
 //! sample statistics (`stats`) and upstream's shell-outs (`upstream`).
 #![allow(dead_code)]
 
@@ -9,6 +9,7 @@ pub mod clock;
 pub mod ctr;
 pub mod docker;
 pub mod host;
+pub mod http;
 pub mod stats;
 pub mod upstream;
 

@@ -181,7 +181,10 @@ impl Effect for HttpFault {
         Box::pin(async move {
             serve::unstage(&self.token);
             let Some(ns) = self.netns.find() else {
-                return Ok(()); // the namespace is gone, and the table with it
+                // No process shows the namespace any more: the table went with it, but the
+                // proxy's listener still holds the namespace alive until it is closed.
+                serve::stop(self.netns.id, &self.token);
+                return Ok(());
             };
             let marker = owner_chain(&ctx.fault_id);
             let batch =
@@ -208,6 +211,8 @@ impl Effect for HttpFault {
                 crate::tc::socket::in_netns(&ns, super::route::remove)
                     .await
                     .map_err(|e| EffectError::internal(e.to_string()))?;
+                // The namespace's kept netfilter socket may go (it holds the namespace).
+                conn::release(ns.id());
             }
             Ok(())
         })
@@ -216,7 +221,7 @@ impl Effect for HttpFault {
     fn is_reverted<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
         Box::pin(async move {
             let Some(ns) = self.netns.find() else {
-                return Ok(true);
+                return Ok(!serve::owned_by(self.netns.id, &self.token));
             };
             let marker = owner_chain(&ctx.fault_id);
             let (ours, any) = conn::with_socket(&ns, move |s| {

@@ -19,6 +19,9 @@ struct Server {
     port: u16,
     config: watch::Sender<Arc<ProxyConfig>>,
     task: tokio::task::JoinHandle<()>,
+    /// The proxied connections: closed with the proxy, so none outlives the interception
+    /// (their replies would no longer be routed back to it).
+    conns: Arc<Mutex<tokio::task::JoinSet<()>>>,
 }
 
 fn servers() -> MutexGuard<'static, HashMap<NsId, Server>> {
@@ -64,7 +67,8 @@ pub async fn prepare(ns: &Namespace) -> std::io::Result<u16> {
     let listener = tokio::net::TcpListener::from_std(std)?;
     let (tx, rx) = watch::channel(Arc::new(ProxyConfig::default()));
     let ns = Arc::new(ns.try_clone()?);
-    let task = tokio::spawn(accept_loop(listener, ns.clone(), rx));
+    let conns = Arc::new(Mutex::new(tokio::task::JoinSet::new()));
+    let task = tokio::spawn(accept_loop(listener, ns.clone(), rx, conns.clone()));
     let mut all = servers();
     if let Some(s) = all.get(&ns.id()) {
         // Raced with another preparation of the same namespace (not under one group lock).
@@ -78,6 +82,7 @@ pub async fn prepare(ns: &Namespace) -> std::io::Result<u16> {
             port,
             config: tx,
             task,
+            conns,
         },
     );
     Ok(port)
@@ -112,6 +117,10 @@ pub fn stop(ns: NsId, owner: &str) {
     {
         if let Some(s) = all.remove(&ns) {
             s.task.abort();
+            s.conns
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .abort_all();
         }
     }
 }
@@ -132,6 +141,7 @@ async fn accept_loop(
     listener: tokio::net::TcpListener,
     ns: Arc<Namespace>,
     config: watch::Receiver<Arc<ProxyConfig>>,
+    conns: Arc<Mutex<tokio::task::JoinSet<()>>>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -153,7 +163,10 @@ async fn accept_loop(
             async move { socket::connect_upstream(&ns, dst, Some((client, super::route::MARK))).await }
         };
         let config = config.clone();
-        tokio::spawn(async move {
+        let mut set = conns.lock().unwrap_or_else(|p| p.into_inner());
+        // Reap finished connections so the set stays the size of the live ones.
+        while set.try_join_next().is_some() {}
+        set.spawn(async move {
             if let Err(e) = serve_connection(stream, dst, connector, config).await {
                 tracing::debug!(%peer, %dst, error = %e, "HTTPChaos: proxied connection ended");
             }

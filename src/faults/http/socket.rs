@@ -26,6 +26,26 @@ fn ns_err(e: crate::ns::NsError) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
+/// `IPV6_TRANSPARENT` on `fd` (nix has no wrapper for it).
+fn ipv6_transparent(fd: &OwnedFd) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket; the option value is a valid c_int of the given length
+    // that outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_IPV6,
+            IPV6_TRANSPARENT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Creates the transparent listener (blocking; on a thread inside the namespace).
 fn listen_here(backlog: i32) -> std::io::Result<std::net::TcpListener> {
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
@@ -33,21 +53,7 @@ fn listen_here(backlog: i32) -> std::io::Result<std::net::TcpListener> {
     let (fd, addr): (OwnedFd, SockaddrStorage) = match v6 {
         Ok(fd) => {
             socket::setsockopt(&fd, sockopt::Ipv6V6Only, &false).map_err(io)?;
-            let one: libc::c_int = 1;
-            // SAFETY: `fd` is an open socket; the option value is a valid c_int of the given
-            // length that outlives the call.
-            let r = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_IPV6,
-                    IPV6_TRANSPARENT,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if r != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            ipv6_transparent(&fd)?;
             let any = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
             (fd, SockaddrStorage::from(any))
         }
@@ -80,21 +86,7 @@ pub async fn transparent_listener(ns: &Namespace) -> std::io::Result<(std::net::
 /// `SO_MARK` = `mark`.
 fn spoof(fd: &OwnedFd, client: SocketAddr, mark: u32) -> std::io::Result<()> {
     if client.is_ipv6() {
-        let one: libc::c_int = 1;
-        // SAFETY: `fd` is an open socket; the option value is a valid c_int of the given
-        // length that outlives the call.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_IPV6,
-                IPV6_TRANSPARENT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        ipv6_transparent(fd)?;
     } else {
         socket::setsockopt(fd, sockopt::IpTransparent, &true).map_err(io)?;
     }

@@ -63,8 +63,9 @@
 //! | `fuse.rs`, `ops.rs` | the `fuser::Filesystem` with the injectors hooked in (which operation asks what: `fuse.rs` docs), delayed operations handed to `delay.rs` |
 //! | `passthrough.rs`, `inodes.rs` | every operation relative to the held root descriptor (`*at` calls, `/proc/self/fd` re-opens), node ids ↔ `(st_dev, st_ino)` with `O_PATH` descriptors counted by lookups |
 //!
-//! Not here yet: switching the descriptors processes already hold on the volume to the layer
-//! (ptrace), the fault's journal record and `Effect`, the RPC and `faultd ctl`.
+//! Step 3a, `switch.rs`: moving the files and working directories processes already hold on
+//! the volume onto the layer (and back), one ptrace stop per process. Not here yet: the
+//! fault's journal record and `Effect`, the RPC and `faultd ctl`.
 pub mod actions;
 pub mod delay;
 pub mod fuse;
@@ -75,6 +76,7 @@ pub mod matcher;
 pub mod mount;
 mod ops;
 pub mod passthrough;
+pub mod switch;
 
 pub use actions::{
     parse_actions, Action, ActionKind, AttrOverride, FileKind, Filling, Mistake, Timespec,
