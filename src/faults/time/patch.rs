@@ -48,6 +48,8 @@ pub struct Site {
 /// faultd's own vDSO: the pristine image every 64-bit process of this boot maps.
 pub struct OwnVdso {
     pub bytes: Vec<u8>,
+    /// `bytes` parsed once.
+    image: VdsoImage,
     /// Every entry point faultd has a fake for (the symbols present and long enough).
     pub sites: Vec<Site>,
 }
@@ -76,14 +78,17 @@ impl OwnVdso {
                 })
             })
             .collect();
-        Ok(OwnVdso { bytes, sites })
+        Ok(OwnVdso {
+            bytes,
+            image,
+            sites,
+        })
     }
 
     /// The sites a fault with `mask` must patch; refuses a kernel whose vDSO lacks one (or has
     /// it shorter than the patch).
     pub fn needed(&self, mask: u64) -> Result<Vec<Site>, TimeError> {
-        let image = VdsoImage::parse(&self.bytes).map_err(TimeError::Vdso)?;
-        crate::vdso::patch_sites(&image, mask).map_err(TimeError::Vdso)?;
+        crate::vdso::patch_sites(&self.image, mask).map_err(TimeError::Vdso)?;
         Ok(self
             .sites
             .iter()
