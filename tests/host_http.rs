@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::ctr::{unique, Container};
-use common::host::{faults, DaemonProc};
+use common::host::{faults, settled, DaemonProc};
 use common::http::*;
 use faultd::ns::Namespace;
 use faultd::proto::faultd::v1 as api;
@@ -949,7 +949,7 @@ async fn a_ttl_expires_and_ctl_http_applies_with_a_ttl() {
     );
     eprintln!("ttl 2 s: rolled back {:.0} ms after the apply", ms(after));
     s.assert_rolled_back("after the TTL").await;
-    let ended = http_faults(&s.admin, true).await;
+    let ended = settled(&s.admin, "http", Duration::from_secs(10)).await;
     assert_eq!(
         (phase(&ended[0]), ended[0].end_reason.as_str()),
         (api::Phase::Reverted, "expiry"),

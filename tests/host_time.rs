@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::clock::{assert_near, children_of, vdso_patched, vdso_pristine, Report, Skew};
 use common::ctr::{unique, Container};
-use common::host::{list, DaemonProc};
+use common::host::{list, settled, DaemonProc};
 use faultd::proto::faultd::v1 as api;
 use faultd::proto::pb;
 use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
@@ -676,7 +676,7 @@ async fn apply_fault_with_a_ttl_expires_and_ctl_time_is_revoked() {
         "rolled back before the TTL: {after:?} (waited {waited:?})"
     );
     t.assert_pristine("after expiry");
-    let ended = d.time_faults(true).await;
+    let ended = settled(&d.admin, "time", Duration::from_secs(10)).await;
     let f = only(&ended);
     assert_eq!(
         (phase(f), f.end_reason.as_str()),

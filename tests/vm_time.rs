@@ -21,7 +21,7 @@ use common::clock::{
     assert_near, binary, children_of, own_vdso, vdso_patched, vdso_pristine, Report, Skew,
 };
 use common::ctr::{unique, Container};
-use common::host::{faults, list, DaemonProc};
+use common::host::{faults, list, settled, DaemonProc};
 use faultd::proto::faultd::v1 as api;
 use faultd::proto::pb;
 use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
@@ -273,11 +273,8 @@ async fn ctl_time_on_a_pid_with_a_ttl_expires_and_kill_9_is_reconciled() {
         .await;
     eprintln!("after the TTL ({waited:?} after the check): {s}");
     t.assert_pristine("after expiry");
-    let ended = list(&admin, true).await;
-    let f = ended
-        .iter()
-        .find(|f| f.kind == "time")
-        .expect("the time fault");
+    let ended = settled(&admin, "time", Duration::from_secs(10)).await;
+    let f = ended.first().expect("the time fault");
     assert_eq!(
         (f.phase, f.end_reason.as_str()),
         (api::Phase::Reverted as i32, "expiry"),

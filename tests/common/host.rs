@@ -518,3 +518,26 @@ pub async fn list(admin: &Channel, include_ended: bool) -> Vec<api::Fault> {
         .into_inner()
         .faults
 }
+
+/// The faults of `kind` (ended ones included) once none of them is still
+/// `applied` or `reverting`: a fault's undo becomes visible (clock restored,
+/// proxy gone) a moment before the engine records its end, so a test that saw
+/// the undo polls the record instead of racing it. Gives up after `within`
+/// and returns what it has, for the caller's assertion to show.
+pub async fn settled(admin: &Channel, kind: &str, within: std::time::Duration) -> Vec<api::Fault> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let got: Vec<api::Fault> = list(admin, true)
+            .await
+            .into_iter()
+            .filter(|f| f.kind == kind)
+            .collect();
+        let open = |f: &api::Fault| {
+            f.phase == api::Phase::Applied as i32 || f.phase == api::Phase::Reverting as i32
+        };
+        if !got.iter().any(open) || std::time::Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
