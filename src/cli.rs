@@ -89,7 +89,9 @@ pub fn run() -> i32 {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // fuser logs a reply to a connection faultd just ended (IOChaos teardown) as an error;
+        // the teardown itself is logged by faultd.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser::reply=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

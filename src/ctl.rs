@@ -161,6 +161,28 @@ pub enum CtlCommand {
         #[arg(long)]
         lease: Option<String>,
     },
+    /// Inject file-system faults into a volume of a container through faultd's FUSE layer
+    /// (IOChaos).
+    Io {
+        /// Container id with its runtime prefix.
+        #[arg(long, conflicts_with = "pid")]
+        container: Option<String>,
+        /// Host PID of a process in the target mount namespace.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// The volume: a mount root as the container sees it (e.g. /data).
+        #[arg(long)]
+        volume: String,
+        /// The actions: Chaos Mesh's IOChaos action list as JSON, or @FILE to read it.
+        #[arg(long)]
+        actions: String,
+        /// Roll the fault back after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = crate::duration::parse_duration)]
+        ttl: Duration,
+        /// Tie the fault to a lease.
+        #[arg(long)]
+        lease: Option<String>,
+    },
 }
 
 /// A flag's value, or the contents of the file it names with a leading `@`.
@@ -617,6 +639,34 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                         } else {
                             inline_or_file(tls)?
                         },
+                        ..Default::default()
+                    },
+                )),
+            };
+            let f = faults.apply_fault(req).await?.into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::Io {
+            container,
+            pid,
+            volume,
+            actions,
+            ttl,
+            lease,
+        } => {
+            if container.is_none() && pid.is_none() {
+                return Err(CtlError::Usage("--container or --pid is required".into()));
+            }
+            let req = api::ApplyFaultRequest {
+                ttl_seconds: ttl.as_secs().max(1),
+                lease_id: lease.clone().unwrap_or_default(),
+                target_pid: pid.unwrap_or(0),
+                fault: Some(api::apply_fault_request::Fault::ApplyIoChaos(
+                    pb::ApplyIoChaosRequest {
+                        actions: inline_or_file(actions)?,
+                        volume: volume.clone(),
+                        container_id: container.clone().unwrap_or_default(),
+                        enter_ns: true,
                         ..Default::default()
                     },
                 )),

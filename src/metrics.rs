@@ -81,6 +81,14 @@ pub fn ptrace_stop_seconds() -> &'static Histogram {
     STOPS.get_or_init(|| Histogram::new(exponential_buckets(0.00001, 2.0, 15)))
 }
 
+/// How long one process stayed stopped while IOChaos switched its files onto faultd's layer or
+/// back (process-wide like [`ptrace_stop_seconds`]).
+pub fn io_switch_stop_seconds() -> &'static Histogram {
+    static STOPS: std::sync::OnceLock<Histogram> = std::sync::OnceLock::new();
+    // 10 µs .. ~160 ms.
+    STOPS.get_or_init(|| Histogram::new(exponential_buckets(0.00001, 2.0, 15)))
+}
+
 fn grpc_histogram() -> Histogram {
     // 100 µs .. ~100 s, like grpc-prometheus' default range.
     Histogram::new(exponential_buckets(0.0001, 4.0, 11))
@@ -160,6 +168,11 @@ impl Metrics {
             "faultd_time_stop_seconds",
             "How long ptrace kept one process stopped to patch or restore its vDSO (TimeChaos), per process",
             ptrace_stop_seconds().clone(),
+        );
+        registry.register(
+            "faultd_io_switch_stop_seconds",
+            "How long ptrace kept one process stopped to move its open files and working directory onto faultd's IOChaos layer or back, per process",
+            io_switch_stop_seconds().clone(),
         );
         let runtimes = Family::<RuntimeLabels, Gauge>::default();
         registry.register(

@@ -191,7 +191,8 @@ pub async fn run(
             FaultEffect::Stress(_)
             | FaultEffect::Dns(_)
             | FaultEffect::Time(_)
-            | FaultEffect::Http(_) => None,
+            | FaultEffect::Http(_)
+            | FaultEffect::Io(_) => None,
         })
         .collect();
     let namespaces = network_namespaces();

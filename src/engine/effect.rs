@@ -105,6 +105,12 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
         &'a self,
         ctx: &'a EffectCtx,
     ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>>;
+    /// What [`Effect::apply`] learned that the undo needs (a FUSE connection the kernel
+    /// numbered, the processes it switched): the completed effect, journaled with the applied
+    /// record. Called once, right after a successful apply; `None` keeps the effect as it is.
+    fn applied(&self, _ctx: &EffectCtx) -> Option<Self> {
+        None
+    }
     /// Undoes the fault. Undoing something already gone is success.
     fn revert<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>>;
     /// Re-reads the kernel: true when no trace of the fault remains.

@@ -397,6 +397,9 @@ impl<E: Effect> Engine<E> {
         match rec.effect.apply(&ctx).await {
             Ok(instance) => {
                 rec.instance = instance;
+                if let Some(completed) = rec.effect.applied(&ctx) {
+                    rec.effect = completed;
+                }
                 rec.phase = Phase::Applied;
                 rec.applied_unix_ms = now_unix_ms();
                 if let Err(e) = self.note(&rec).await {

@@ -22,6 +22,7 @@ use crate::process::ProcessIdentity;
 use dns::DnsFault;
 use firewall::FirewallFault;
 use http::fault::HttpFault;
+use io::fault::IoFault;
 use qdisc::QdiscFault;
 use stress::StressFault;
 use time::TimeFault;
@@ -41,6 +42,8 @@ pub enum FaultEffect {
     Time(TimeFault),
     /// faultd's HTTP proxy in a pod's network namespace (HTTPChaos).
     Http(HttpFault),
+    /// faultd's FUSE layer on a volume of a container (IOChaos).
+    Io(IoFault),
 }
 
 /// The engine as the daemon uses it.
@@ -69,6 +72,7 @@ member!(Firewall, FirewallFault);
 member!(Dns, DnsFault);
 member!(Time, TimeFault);
 member!(Http, HttpFault);
+member!(Io, IoFault);
 
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {
@@ -79,6 +83,7 @@ macro_rules! dispatch {
             FaultEffect::Dns(x) => x.$f($($arg),*),
             FaultEffect::Time(x) => x.$f($($arg),*),
             FaultEffect::Http(x) => x.$f($($arg),*),
+            FaultEffect::Io(x) => x.$f($($arg),*),
         }
     };
 }
@@ -126,6 +131,10 @@ impl Effect for FaultEffect {
                 .capture(ctx)
                 .map(|r| r.map(|o| o.map(FaultEffect::Http)))
                 .boxed(),
+            FaultEffect::Io(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Io)))
+                .boxed(),
         }
     }
     fn apply<'a>(
@@ -133,6 +142,12 @@ impl Effect for FaultEffect {
         ctx: &'a EffectCtx,
     ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>> {
         dispatch!(self, apply, ctx)
+    }
+    fn applied(&self, ctx: &EffectCtx) -> Option<Self> {
+        match self {
+            FaultEffect::Io(x) => x.applied(ctx).map(FaultEffect::Io),
+            _ => None,
+        }
     }
     fn revert<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
         dispatch!(self, revert, ctx)

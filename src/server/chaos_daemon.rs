@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::call::handle;
 use super::{decode, status};
-use crate::faults::{dns, firewall, http, qdisc, stress, time};
+use crate::faults::{dns, firewall, http, io, qdisc, stress, time};
 use crate::proto::pb;
 use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 use crate::state::DaemonState;
@@ -54,7 +54,6 @@ macro_rules! unsupported_rpcs {
 #[tonic::async_trait]
 impl ChaosDaemon for ChaosDaemonService {
     unsupported_rpcs! {
-        apply_io_chaos(pb::ApplyIoChaosRequest) -> pb::ApplyIoChaosResponse, "ApplyIOChaos", "IOChaos";
         apply_block_chaos(pb::ApplyBlockChaosRequest) -> pb::ApplyBlockChaosResponse, "ApplyBlockChaos", "BlockChaos";
         recover_block_chaos(pb::RecoverBlockChaosRequest) -> Empty, "RecoverBlockChaos", "BlockChaos";
         install_jvm_rules(pb::InstallJvmRulesRequest) -> Empty, "InstallJVMRules", "JVMChaos";
@@ -248,6 +247,42 @@ impl ChaosDaemon for ChaosDaemonService {
                     }),
                     Err(e) => Err(status::of(e)),
                 }
+            },
+        )
+        .await
+    }
+
+    async fn apply_io_chaos(
+        &self,
+        req: Request<pb::ApplyIoChaosRequest>,
+    ) -> Result<Response<pb::ApplyIoChaosResponse>, Status> {
+        let st = self.state.clone();
+        handle(
+            &self.state,
+            SERVICE,
+            "ApplyIOChaos",
+            req,
+            |r| r.container_id.clone(),
+            |ctx, r| async move {
+                let target = decode::target(&r.container_id, "", 0);
+                let meta = decode::meta(&ctx, &target, None)?;
+                let req = decode::io_request(&r);
+                let rec = io::fault::apply_io_chaos(&st.engine, &st.runtimes, &target, &req, &meta)
+                    .await
+                    .map_err(status::of)?;
+                // The layer is served by faultd itself: its identity is the instance; no
+                // actions left means no instance (upstream's `instance=0`).
+                Ok(match rec {
+                    Some(_) => {
+                        let me = io::fault::instance();
+                        pb::ApplyIoChaosResponse {
+                            instance: i64::from(me.pid),
+                            start_time: me.start_time_ms,
+                            instance_uid: String::new(),
+                        }
+                    }
+                    None => pb::ApplyIoChaosResponse::default(),
+                })
             },
         )
         .await

@@ -197,3 +197,13 @@ pub fn http_request(req: &pb::ApplyHttpChaosRequest) -> crate::faults::http::fau
         tls: req.tls.clone(),
     }
 }
+
+/// An `ApplyIOChaosRequest` as IOChaos's use case takes it (`instance`, `startTime`,
+/// `instance_uid` and `enterNS` describe upstream's toda process; faultd serves the layer
+/// itself and always works in the container's mount namespace).
+pub fn io_request(req: &pb::ApplyIoChaosRequest) -> crate::faults::io::fault::IoRequest {
+    crate::faults::io::fault::IoRequest {
+        actions: req.actions.clone(),
+        volume: req.volume.clone(),
+    }
+}

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::call::{handle, CallContext};
 use super::{decode, status};
 use crate::engine::{EndReason, FaultRecord, Phase};
-use crate::faults::{dns, http, qdisc, stress, time, FaultEffect};
+use crate::faults::{dns, http, io, qdisc, stress, time, FaultEffect};
 use crate::proto::faultd::v1 as api;
 use crate::state::DaemonState;
 
@@ -139,6 +139,7 @@ impl api::faults_server::Faults for FaultdService {
             Some(api::apply_fault_request::Fault::SetDnsServer(d)) => d.container_id.clone(),
             Some(api::apply_fault_request::Fault::SetTimeOffset(t)) => t.container_id.clone(),
             Some(api::apply_fault_request::Fault::ApplyHttpChaos(h)) => h.container_id.clone(),
+            Some(api::apply_fault_request::Fault::ApplyIoChaos(h)) => h.container_id.clone(),
             None => String::new(),
         }, |ctx, r| async move {
             let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
@@ -208,7 +209,22 @@ impl api::faults_server::Faults for FaultdService {
                         .into_iter()
                         .collect()
                 }
-                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors, set_dns_server, set_time_offset or apply_http_chaos)")),
+                Some(api::apply_fault_request::Fault::ApplyIoChaos(req)) => {
+                    let io = decode::io_request(&req);
+                    if crate::faults::io::parse_actions(&io.actions).is_ok_and(|a| a.is_empty()) {
+                        return Err(Status::invalid_argument(
+                            "apply_io_chaos needs at least one action (use RevokeFault to end it)",
+                        ));
+                    }
+                    let target = decode::target(&req.container_id, "", r.target_pid);
+                    let meta = decode::meta(&ctx, &target, ttl)?;
+                    io::fault::apply_io_chaos(&st.engine, &st.runtimes, &target, &io, &meta)
+                        .await
+                        .map_err(status::of)?
+                        .into_iter()
+                        .collect()
+                }
+                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors, set_dns_server, set_time_offset, apply_http_chaos or apply_io_chaos)")),
             };
             recs.first()
                 .map(fault_to_api)

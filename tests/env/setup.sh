@@ -8,6 +8,7 @@
 #   testbox.tar                    registry-free busybox OCI image (docker.io/library/testbox:latest)
 #                                  with /bin/clockreport (tests/env/ctr/clockreport.c, gcc -static)
 #   clockreport                    the same static binary, for the VM tier and the bench
+#   ioprobe                        the IOChaos test target (tests/env/ctr/ioprobe.c), also /bin/ioprobe
 # and installs the apt packages the tiers need (only the missing ones; note: qemu-system-x86
 # replaces a preinstalled bookworm-backports qemu-utils on some machines, which is fine). The
 # packaged services (containerd, docker) are not started by the install: the tiers start private
@@ -85,7 +86,8 @@ fi
 # --- test image ---------------------------------------------------------------------------------
 IMG=$CACHE/testbox.tar
 if [ ! -f "$IMG" ] || [ "$ENV_DIR/ctr/mk-oci-image.py" -nt "$IMG" ] || [ /bin/busybox -nt "$IMG" ] ||
-   [ "$ENV_DIR/ctr/clockreport.c" -nt "$IMG" ] || [ ! -x "$CACHE/clockreport" ]; then
+   [ "$ENV_DIR/ctr/clockreport.c" -nt "$IMG" ] || [ ! -x "$CACHE/clockreport" ] ||
+   [ "$ENV_DIR/ctr/ioprobe.c" -nt "$IMG" ] || [ ! -x "$CACHE/ioprobe" ]; then
   "$ENV_DIR/ctr/mk-oci-image.py" "$IMG.tmp" docker.io/library/testbox:latest
   mv -f "$IMG.tmp" "$IMG"
 else

@@ -200,6 +200,14 @@ impl IoLayer {
         detach_in(&self.ns, &self.volume, Some(self.conn())).map(|n| n > 0)
     }
 
+    /// Whether this layer is still mounted on the volume path (mountinfo of its namespace).
+    pub fn is_on_volume(&self) -> Result<bool, IoError> {
+        let conn = self.conn();
+        Ok(layers_at(&self.ns, &self.volume)?
+            .iter()
+            .any(|m| m.minor == conn))
+    }
+
     /// Drops every action and answers the delayed operations now, detaches, waits up to
     /// `unmount_grace` for the server to end by itself (the kernel ends the connection once
     /// nothing uses the mount), then aborts the connection (files still open through the layer

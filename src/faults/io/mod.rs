@@ -68,10 +68,12 @@
 //! fault's journal record and `Effect`, the RPC and `faultd ctl`.
 pub mod actions;
 pub mod delay;
+pub mod fault;
 pub mod fuse;
 pub mod inject;
 pub mod inodes;
 pub mod layer;
+pub mod live;
 pub mod matcher;
 pub mod mount;
 mod ops;

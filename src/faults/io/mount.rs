@@ -217,14 +217,14 @@ pub fn open_proc() -> Result<OwnedFd, IoError> {
     .map_err(|e| IoError::Mountinfo(e.into()))
 }
 
-/// On a thread in the target's mount namespace: opens the volume root, checks it, and mounts
-/// the FUSE connection `dev_fuse` (an open `/dev/fuse`) on top of `volume` (normalized).
-pub fn stack(
+/// On a thread in the target's mount namespace: opens the volume root and checks that it is a
+/// mount root, not faultd's layer, not shared (unless allowed). Returns the held root and the
+/// volume's mount.
+fn check_volume(
     proc: &ProcView<'_>,
-    dev_fuse: RawFd,
     volume: &Path,
     opts: StackOptions,
-) -> Result<Stacked, IoError> {
+) -> Result<(OwnedFd, MountEntry), IoError> {
     let vol_err = |source| IoError::Volume {
         path: volume.to_path_buf(),
         source,
@@ -269,6 +269,40 @@ pub fn stack(
             group,
         });
     }
+    Ok((root, vm))
+}
+
+/// The mount of `volume` in `ns` (a mount namespace) and the device of its files, checked as
+/// [`stack`] checks it (a mount root, not faultd's layer, not shared), touching nothing.
+pub fn volume_mount(
+    ns: &crate::ns::Namespace,
+    volume: &Path,
+) -> Result<(MountEntry, u64), IoError> {
+    let proc = open_proc()?;
+    let vol = volume.to_path_buf();
+    ns.run(move || {
+        let (root, vm) = check_volume(&ProcView(&proc), &vol, StackOptions::default())?;
+        let st = nix::sys::stat::fstat(root.as_fd()).map_err(|source| IoError::Volume {
+            path: vol.clone(),
+            source,
+        })?;
+        Ok((vm, st.st_dev))
+    })?
+}
+
+/// On a thread in the target's mount namespace: opens the volume root, checks it, and mounts
+/// the FUSE connection `dev_fuse` (an open `/dev/fuse`) on top of `volume` (normalized).
+pub fn stack(
+    proc: &ProcView<'_>,
+    dev_fuse: RawFd,
+    volume: &Path,
+    opts: StackOptions,
+) -> Result<Stacked, IoError> {
+    let (root, vm) = check_volume(proc, volume, opts)?;
+    let vol_err = |source| IoError::Volume {
+        path: volume.to_path_buf(),
+        source,
+    };
     let st = nix::sys::stat::fstat(root.as_fd()).map_err(vol_err)?;
     let data = format!(
         "fd={dev_fuse},rootmode={:o},user_id=0,group_id=0,allow_other,default_permissions",

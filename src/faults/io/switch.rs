@@ -12,7 +12,6 @@
 //!
 //! Not moved (reported): deleted files (no path to re-open), paths longer than a page, and file
 //! mappings (re-mapping them in place would drop a private mapping's modified pages).
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -83,6 +82,8 @@ impl Holdings {
 pub struct Moved {
     pub pid: u32,
     pub files: usize,
+    /// The descriptors moved.
+    pub fds: Vec<i32>,
     pub cwd: bool,
     pub stopped: Duration,
     /// What was left where it was, and why.
@@ -126,8 +127,83 @@ fn maps_dev(dev: u64) -> String {
     )
 }
 
+/// Which files move: those on one filesystem, possibly only below one path, possibly shown
+/// relative to a detached mount's root.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The filesystem being left (`st_dev` of its files).
+    pub dev: u64,
+    /// Only files and a working directory at or below this path (as the process sees it):
+    /// other mounts of the same device (a container's `/etc/hosts` comes from the host's disk
+    /// like a bind-mounted volume) stay where they are.
+    pub under: Option<&'a Path>,
+    /// The filesystem's mount is detached: the kernel shows its paths relative to the mount's
+    /// own root (`/f`), so they are re-rooted here (`/data/f`) before being re-opened.
+    pub reroot: Option<&'a Path>,
+}
+
+impl Source<'_> {
+    /// Every file on `dev`, paths as shown.
+    pub fn dev(dev: u64) -> Source<'static> {
+        Source {
+            dev,
+            under: None,
+            reroot: None,
+        }
+    }
+
+    /// The path to re-open for a path the kernel shows; `None`: not moved.
+    pub fn map(&self, shown: &str) -> Option<String> {
+        let path = match self.reroot {
+            Some(root) => {
+                let rel = shown.strip_prefix('/')?;
+                if rel.is_empty() {
+                    root.to_string_lossy().into_owned()
+                } else {
+                    root.join(rel).to_string_lossy().into_owned()
+                }
+            }
+            None => shown.to_string(),
+        };
+        match self.under {
+            Some(u) if !Path::new(&path).starts_with(u) => None,
+            _ => Some(path),
+        }
+    }
+}
+
+/// The device of the file `path` names (links followed), without asking its file system: a
+/// FUSE file whose server is gone answers a plain `stat` with `ENOTCONN`, while its cached
+/// attributes (`AT_STATX_DONT_SYNC`) still carry the device.
+pub fn dev_of(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a buffer of the right type, both outliving the call.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE,
+            &mut stx,
+        )
+    };
+    (r == 0).then(|| {
+        nix::sys::stat::makedev(u64::from(stx.stx_dev_major), u64::from(stx.stx_dev_minor))
+    })
+}
+
 /// What process `pid` holds on device `dev` (read without stopping it).
 pub fn holdings(pid: u32, dev: u64) -> Result<Holdings, SwitchError> {
+    holdings_of(pid, &Source::dev(dev))
+}
+
+/// What process `pid` holds of `src` (read without stopping it), paths as they will be
+/// re-opened.
+pub fn holdings_of(pid: u32, src: &Source<'_>) -> Result<Holdings, SwitchError> {
+    let dev = src.dev;
     let base = format!("/proc/{pid}");
     let gone = |e: std::io::Error, what: &str| match e.kind() {
         std::io::ErrorKind::NotFound => SwitchError::Gone(pid),
@@ -140,10 +216,7 @@ pub fn holdings(pid: u32, dev: u64) -> Result<Holdings, SwitchError> {
             continue;
         };
         // The file itself (the link is followed): its device decides.
-        let Ok(meta) = std::fs::metadata(entry.path()) else {
-            continue;
-        };
-        if meta.dev() != dev {
+        if dev_of(&entry.path()) != Some(dev) {
             continue;
         }
         let Ok(target) = std::fs::read_link(entry.path()) else {
@@ -155,23 +228,35 @@ pub fn holdings(pid: u32, dev: u64) -> Result<Holdings, SwitchError> {
         let Some((pos, flags)) = parse_fdinfo(&info) else {
             continue;
         };
+        let shown = target.to_string_lossy();
+        // Deleted files keep their marker: they are reported, never re-opened.
+        let path = match shown.strip_suffix(" (deleted)") {
+            Some(p) => src.map(p).map(|p| format!("{p} (deleted)")),
+            None => src.map(&shown),
+        };
+        let Some(path) = path else { continue };
         h.files.push(OpenFile {
             fd,
-            path: target.to_string_lossy().into_owned(),
+            path,
             flags,
             pos,
         });
     }
-    if std::fs::metadata(format!("{base}/cwd")).is_ok_and(|m| m.dev() == dev) {
+    if dev_of(Path::new(&format!("{base}/cwd"))) == Some(dev) {
         if let Ok(p) = std::fs::read_link(format!("{base}/cwd")) {
-            h.cwd = Some(p.to_string_lossy().into_owned());
+            h.cwd = src.map(&p.to_string_lossy());
         }
     }
     let maps = std::fs::read_to_string(format!("{base}/maps")).map_err(|e| gone(e, "maps"))?;
     let dev_s = maps_dev(dev);
     h.mappings = maps
         .lines()
-        .filter(|l| l.split_whitespace().nth(3) == Some(dev_s.as_str()))
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            f.nth(3) == Some(dev_s.as_str())
+                && f.nth(1)
+                    .is_some_and(|p| src.under.is_none() || src.map(p).is_some())
+        })
         .map(str::to_string)
         .collect();
     Ok(h)
@@ -192,7 +277,19 @@ fn remote(pid: u32, what: String, r: i64) -> Result<i64, SwitchError> {
 /// Moves what `pid` holds on device `dev` to what the same paths resolve to now, within
 /// `budget` of stop time (at least one file is always attempted).
 pub fn switch(pid: u32, dev: u64, budget: Duration) -> Result<Moved, SwitchError> {
-    let h = holdings(pid, dev)?;
+    switch_from(pid, &Source::dev(dev), budget, None)
+}
+
+/// Moves what `pid` holds of `src` to what its paths resolve to now, within `budget` of stop
+/// time. `cancel`, when given and set by the time every thread is stopped, lets the process go
+/// untouched (the caller stopped waiting: see [`switch_bounded`]).
+pub fn switch_from(
+    pid: u32,
+    src: &Source<'_>,
+    budget: Duration,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<Moved, SwitchError> {
+    let h = holdings_of(pid, src)?;
     let mut out = Moved {
         pid,
         ..Default::default()
@@ -207,9 +304,64 @@ pub fn switch(pid: u32, dev: u64, budget: Duration) -> Result<Moved, SwitchError
         e => SwitchError::Ptrace { pid, source: e },
     };
     let mut t = Traced::seize(Path::new("/proc"), pid as i32).map_err(traced)?;
+    if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst)) {
+        out.stopped = t.detach();
+        out.skipped
+            .push("stopped after the caller gave up on it: left untouched".into());
+        return Ok(out);
+    }
     let result = move_all(&mut t, pid, &h, budget, &mut out);
     out.stopped = t.detach();
     result.map(|()| out)
+}
+
+/// [`switch_from`] on a thread of its own, waited for at most `limit`: a process that does not
+/// stop in time (a thread in uninterruptible sleep) is reported and left alone, never waited
+/// for. The thread is the tracer; when it ends, the kernel lets go of anything still seized.
+/// If the process stops after the limit, the thread finds the call cancelled and only detaches.
+pub fn switch_bounded(pid: u32, src: &Source<'_>, budget: Duration, limit: Duration) -> Moved {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dev, under, reroot) = (
+        src.dev,
+        src.under.map(Path::to_path_buf),
+        src.reroot.map(Path::to_path_buf),
+    );
+    let c = cancel.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("faultd-sw{pid}"))
+        .spawn(move || {
+            let src = Source {
+                dev,
+                under: under.as_deref(),
+                reroot: reroot.as_deref(),
+            };
+            let _ = tx.send(switch_from(pid, &src, budget, Some(&c)));
+        });
+    let failed = |why: String| Moved {
+        pid,
+        skipped: vec![why],
+        ..Default::default()
+    };
+    if let Err(e) = spawned {
+        return failed(format!("no thread to switch it on: {e}"));
+    }
+    match rx.recv_timeout(limit) {
+        Ok(Ok(m)) => m,
+        Ok(Err(SwitchError::Gone(_))) => Moved {
+            pid,
+            ..Default::default()
+        },
+        Ok(Err(e)) => failed(e.to_string()),
+        Err(_) => {
+            cancel.store(true, Ordering::SeqCst);
+            failed(format!(
+                "did not stop within {limit:?}: left as it was (its files stay where they are)"
+            ))
+        }
+    }
 }
 
 fn move_all(
@@ -287,7 +439,10 @@ fn move_all(
         t.syscall(libc::SYS_close, [new, 0, 0, 0, 0, 0])
             .map_err(traced)?;
         match dup {
-            Ok(_) => out.files += 1,
+            Ok(_) => {
+                out.files += 1;
+                out.fds.push(f.fd);
+            }
             Err(e) => out.skipped.push(e.to_string()),
         }
     }
@@ -321,7 +476,31 @@ mod tests {
     }
 
     #[test]
+    fn sources_filter_and_reroot_paths() {
+        let vol = Path::new("/data");
+        let on = Source {
+            dev: 1,
+            under: Some(vol),
+            reroot: None,
+        };
+        assert_eq!(on.map("/data/f").as_deref(), Some("/data/f"));
+        assert_eq!(on.map("/data").as_deref(), Some("/data"));
+        assert_eq!(on.map("/etc/hosts"), None);
+        assert_eq!(on.map("/database/x"), None);
+        let back = Source {
+            dev: 2,
+            under: None,
+            reroot: Some(vol),
+        };
+        assert_eq!(back.map("/f").as_deref(), Some("/data/f"));
+        assert_eq!(back.map("/").as_deref(), Some("/data"));
+        assert_eq!(back.map("relative"), None);
+        assert_eq!(Source::dev(3).map("/x").as_deref(), Some("/x"));
+    }
+
+    #[test]
     fn the_own_process_holdings_are_found_by_device() {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("held");
         std::fs::write(&path, b"x").unwrap();

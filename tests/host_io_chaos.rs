@@ -1,0 +1,541 @@
+//! Host tier (root, `/dev/fuse`, the test containerd; run by `tests/run-all.sh`, or by hand as
+//! tests/README.md shows: `cargo test --test host_io_chaos -- --ignored --test-threads=1`):
+//! IOChaos (`ApplyIOChaos`, and `faultd.v1` `ApplyFault` with `apply_io_chaos` through
+//! `faultd ctl io`) on a container of the test image with a host directory bind-mounted at
+//! `/data`, running `/bin/ioprobe` (`tests/env/ctr/ioprobe.c`) as its init: it opens `/data/f`
+//! once and keeps the descriptor, and every 50 ms preads it, re-opens and reads `/data/g`,
+//! and stats `/data/g`, logging latency, errno and the first bytes to `/tmp/io.log` inside the
+//! container. The log is only read, through `/proc/<pid>/root`; the files of the volume are
+//! only read on the host, and compared before and after. Nothing is mounted in the host's
+//! mount namespace: faultd's layer goes into the container's.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::ctr::{unique, Container};
+use common::host::{list, settled, DaemonProc};
+use faultd::proto::faultd::v1 as api;
+use faultd::proto::pb;
+use faultd::proto::pb::chaos_daemon_client::ChaosDaemonClient;
+use serde_json::json;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const F: &[u8] = b"AAAAAAAA";
+const G: &[u8] = b"BBBBBBBB";
+const F_HEX: &str = "4141414141414141";
+const G_HEX: &str = "4242424242424242";
+const ENOTCONN: i32 = 107;
+
+fn ctr_sock() -> String {
+    std::env::var("FAULTD_TEST_CTR_SOCK")
+        .unwrap_or_else(|_| "/run/k3s/containerd/containerd.sock".into())
+}
+
+struct Daemon {
+    proc: DaemonProc,
+    admin: Channel,
+    client: ChaosDaemonClient<Channel>,
+}
+
+impl Daemon {
+    async fn start(state: &Path) -> Daemon {
+        let sock = ctr_sock();
+        let (mut proc, url, _) = DaemonProc::spawn_tcp(
+            state,
+            &["--runtime", "containerd", "--runtime-socket-path", &sock],
+        );
+        let admin = proc.ready().await;
+        let client = ChaosDaemonClient::connect(url).await.unwrap();
+        Daemon {
+            proc,
+            admin,
+            client,
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        c: &Target,
+        actions: &str,
+    ) -> Result<pb::ApplyIoChaosResponse, tonic::Status> {
+        self.apply_on(c, "/data", actions).await
+    }
+
+    async fn apply_on(
+        &mut self,
+        c: &Target,
+        volume: &str,
+        actions: &str,
+    ) -> Result<pb::ApplyIoChaosResponse, tonic::Status> {
+        self.client
+            .apply_io_chaos(pb::ApplyIoChaosRequest {
+                actions: actions.into(),
+                volume: volume.into(),
+                container_id: c.c.id(),
+                enter_ns: true,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn io_faults(&self, ended: bool) -> Vec<api::Fault> {
+        list(&self.admin, ended)
+            .await
+            .into_iter()
+            .filter(|f| f.kind == "io")
+            .collect()
+    }
+}
+
+/// One iteration of the probe.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    seq: u64,
+    held: (u64, i32, i64, String),
+    reopen: (u64, i32, i64, String),
+    stat: (i32, u32, u64),
+}
+
+/// A container with a host directory at /data running ioprobe.
+struct Target {
+    c: Container,
+    pid: u32,
+    dir: PathBuf,
+    log: PathBuf,
+    fd: i32,
+}
+
+impl Target {
+    async fn start(tag: &str) -> Target {
+        let name = unique(tag);
+        let dir = PathBuf::from(format!("/tmp/fdt-io-{name}"));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("f"), F).unwrap();
+        std::fs::write(dir.join("g"), G).unwrap();
+        let mount = format!(
+            "type=bind,src={},dst=/data,options=rbind:rw:rprivate",
+            dir.display()
+        );
+        let c = Container::run_argv(
+            &name,
+            &["--mount", &mount],
+            &["/bin/ioprobe", "/data/f", "/data/g", "/tmp/io.log", "50"],
+        );
+        let pid = c.pid();
+        let log = PathBuf::from(format!("/proc/{pid}/root/tmp/io.log"));
+        // The log is the container's, not a host file of the same name.
+        let t0 = Instant::now();
+        let fd = loop {
+            if let Some(l) = std::fs::read_to_string(&log)
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_string))
+            {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                if w.len() >= 2 && w[0] == "fd" {
+                    break w[1].parse().unwrap();
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "ioprobe did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(&log), std::fs::metadata("/tmp/io.log")) {
+            assert_ne!(
+                (a.dev(), a.ino()),
+                (b.dev(), b.ino()),
+                "the log is the host's"
+            );
+        }
+        Target {
+            c,
+            pid,
+            dir,
+            log,
+            fd,
+        }
+    }
+
+    fn samples(&self) -> Vec<Sample> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out: Vec<Sample> = Vec::new();
+        for l in text.lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let Some(seq) = w.first().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            if out.last().is_none_or(|s| s.seq != seq) {
+                out.push(Sample {
+                    seq,
+                    ..Default::default()
+                });
+            }
+            let s = out.last_mut().unwrap();
+            match (w.get(1).copied(), w.len()) {
+                (Some(k @ ("held" | "reopen")), 6) => {
+                    let v = (
+                        w[2].parse().unwrap(),
+                        w[3].parse().unwrap(),
+                        w[4].parse().unwrap(),
+                        w[5].to_string(),
+                    );
+                    if k == "held" {
+                        s.held = v;
+                    } else {
+                        s.reopen = v;
+                    }
+                }
+                (Some("stat"), 5) => {
+                    s.stat = (
+                        w[2].parse().unwrap(),
+                        u32::from_str_radix(w[3], 8).unwrap(),
+                        w[4].parse().unwrap(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        // The last iteration may be incomplete.
+        out.retain(|s| !s.reopen.3.is_empty() || s.reopen.1 != 0);
+        out
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.samples().last().map_or(0, |s| s.seq)
+    }
+
+    /// `n` complete iterations that started after the call that returned at `after` (the
+    /// sequence number read then).
+    async fn next(&self, after: u64, n: usize) -> Vec<Sample> {
+        let t0 = Instant::now();
+        loop {
+            let got: Vec<Sample> = self
+                .samples()
+                .into_iter()
+                .filter(|s| s.seq > after + 1 && s.stat != (0, 0, 0))
+                .collect();
+            if got.len() >= n {
+                return got.into_iter().take(n).collect();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "ioprobe wrote {} iteration(s) after {after}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn mountinfo(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid)).unwrap()
+    }
+
+    fn has_layer(&self) -> bool {
+        self.mountinfo()
+            .lines()
+            .any(|l| l.contains(" fuse.faultd "))
+    }
+
+    /// The device of the probe's held descriptor.
+    fn held_dev(&self) -> u64 {
+        // Without asking the file system (a dead FUSE connection answers ENOTCONN).
+        faultd::faults::io::switch::dev_of(Path::new(&format!("/proc/{}/fd/{}", self.pid, self.fd)))
+            .expect("the held descriptor")
+    }
+
+    fn on_disk_unchanged(&self, when: &str) {
+        assert_eq!(std::fs::read(self.dir.join("f")).unwrap(), F, "{when}");
+        assert_eq!(std::fs::read(self.dir.join("g")).unwrap(), G, "{when}");
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.c.remove();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn latency(ms: u64, methods: &[&str]) -> String {
+    json!([{"type": "latency", "path": "", "methods": methods, "percent": 100,
+            "latency": format!("{ms}ms"), "source": "ns/latency"}])
+    .to_string()
+}
+
+fn p50(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn summary(s: &[Sample]) -> String {
+    let mut h: Vec<u64> = s.iter().map(|x| x.held.0).collect();
+    let mut r: Vec<u64> = s.iter().map(|x| x.reopen.0).collect();
+    format!(
+        "held p50 {} us errno {:?}, reopen p50 {} us errno {:?}",
+        p50(&mut h),
+        s.iter().map(|x| x.held.1).collect::<Vec<_>>(),
+        p50(&mut r),
+        s.iter().map(|x| x.reopen.1).collect::<Vec<_>>()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host tier: needs root, /dev/fuse and the test containerd; run by tests/run-all.sh"]
+async fn apply_io_chaos_latency_fault_attr_mistake_then_recover() {
+    let t = Target::start("io").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    let orig_dev = t.held_dev();
+
+    let base = t.next(t.last_seq(), 6).await;
+    eprintln!("baseline: {}", summary(&base));
+    assert!(
+        base.iter().all(|s| s.held.1 == 0 && s.held.3 == F_HEX),
+        "{base:?}"
+    );
+    assert!(base.iter().all(|s| s.reopen.3 == G_HEX), "{base:?}");
+    assert!(!t.has_layer());
+
+    // Bad input changes nothing.
+    for (actions, what) in [
+        ("{not json", "bad JSON"),
+        (
+            r#"[{"type":"latency","latency":"100ms","methods":["reed"],"percent":100}]"#,
+            "unknown method",
+        ),
+        (r#"[{"type":"explode","percent":100}]"#, "unknown type"),
+        (
+            r#"[{"type":"fault","faults":[{"errno":9999,"weight":1}],"percent":100}]"#,
+            "bad errno",
+        ),
+        (
+            r#"[{"type":"latency","latency":"soon","percent":100}]"#,
+            "bad duration",
+        ),
+    ] {
+        let e = d.apply(&t, actions).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+    }
+    let e = d
+        .apply_on(&t, "/data/sub", &latency(100, &["read"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    eprintln!("not a mount root: {}", e.message());
+    assert!(!t.has_layer());
+    assert!(d.io_faults(false).await.is_empty());
+
+    // latency 100 ms on read: both the held descriptor (switched onto the layer) and a
+    // re-opened file are slow.
+    let t0 = Instant::now();
+    let r = d.apply(&t, &latency(100, &["read"])).await.unwrap();
+    let took = t0.elapsed();
+    let mark = t.last_seq();
+    assert_eq!(r.instance, i64::from(d.proc.child.id()), "{r:?}");
+    assert!(r.start_time > 0, "{r:?}");
+    assert!(t.has_layer(), "{}", t.mountinfo());
+    assert_eq!(
+        nix::sys::stat::major(t.held_dev()),
+        0,
+        "the held descriptor is on the layer"
+    );
+    let s = t.next(mark, 4).await;
+    eprintln!(
+        "latency 100ms on read (ApplyIOChaos took {took:?}): {}",
+        summary(&s)
+    );
+    for x in &s {
+        assert!(
+            x.held.0 >= 100_000 && x.held.1 == 0 && x.held.3 == F_HEX,
+            "{x:?}"
+        );
+        assert!(x.reopen.0 >= 100_000 && x.reopen.3 == G_HEX, "{x:?}");
+    }
+    let active = d.io_faults(false).await;
+    assert_eq!(active.len(), 1, "{active:?}");
+    eprintln!("fault: {}", active[0].summary);
+
+    // fault errno 5: EIO on both (replaces the latency: the full desired state).
+    let r = d
+        .apply(
+            &t,
+            &json!([{"type": "fault", "path": "/data/*", "percent": 100,
+                     "faults": [{"errno": 5, "weight": 1}]}])
+            .to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.instance, i64::from(d.proc.child.id()));
+    let s = t.next(t.last_seq(), 3).await;
+    eprintln!("fault errno 5: {}", summary(&s));
+    assert!(s.iter().all(|x| x.held.1 == 5 && x.reopen.1 == 5), "{s:?}");
+    let active = d.io_faults(false).await;
+    assert_eq!(active.len(), 1, "the replaced fault ended: {active:?}");
+
+    // methods [write]: reads are not delayed.
+    d.apply(&t, &latency(200, &["write"])).await.unwrap();
+    let s = t.next(t.last_seq(), 4).await;
+    eprintln!("latency 200ms on write: {}", summary(&s));
+    assert!(
+        s.iter()
+            .all(|x| x.held.0 < 100_000 && x.held.1 == 0 && x.reopen.1 == 0),
+        "{s:?}"
+    );
+
+    // attrOverride: perm and size show in stat.
+    d.apply(
+        &t,
+        &json!([{"type": "attrOverride", "path": "/data/g", "percent": 100,
+                 "perm": 0o600, "size": 12345}])
+        .to_string(),
+    )
+    .await
+    .unwrap();
+    let s = t.next(t.last_seq(), 2).await;
+    eprintln!("attrOverride: stat {:?}", s[0].stat);
+    assert!(
+        s.iter()
+            .all(|x| x.stat.0 == 0 && x.stat.1 & 0o7777 == 0o600 && x.stat.2 == 12345),
+        "{s:?}"
+    );
+
+    // mistake: the bytes read change, the files on disk do not.
+    d.apply(
+        &t,
+        &json!([{"type": "mistake", "path": "", "methods": ["read"], "percent": 100,
+                 "mistake": {"filling": "zero", "maxOccurrences": 2, "maxLength": 4}}])
+        .to_string(),
+    )
+    .await
+    .unwrap();
+    let s = t.next(t.last_seq(), 3).await;
+    eprintln!(
+        "mistake: held {:?}, reopen {:?}",
+        s.iter().map(|x| x.held.3.as_str()).collect::<Vec<_>>(),
+        s.iter().map(|x| x.reopen.3.as_str()).collect::<Vec<_>>()
+    );
+    assert!(
+        s.iter()
+            .all(|x| x.held.3 != F_HEX && x.reopen.3 != G_HEX && x.held.2 == 8),
+        "{s:?}"
+    );
+    t.on_disk_unchanged("after mistake");
+
+    // Recover (`[]`): instance 0, latency back to baseline, the layer gone, the probe on the
+    // same descriptor of the original file.
+    let t0 = Instant::now();
+    let r = d.apply(&t, "[]").await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!((r.instance, r.start_time), (0, 0), "{r:?}");
+    assert!(!t.has_layer(), "{}", t.mountinfo());
+    assert_eq!(
+        t.held_dev(),
+        orig_dev,
+        "the held descriptor is back on the volume"
+    );
+    let s = t.next(t.last_seq(), 6).await;
+    eprintln!("recovered (ApplyIOChaos [] took {took:?}): {}", summary(&s));
+    assert!(
+        s.iter()
+            .all(|x| x.held == (x.held.0, 0, 8, F_HEX.to_string())
+                && x.reopen.1 == 0
+                && x.reopen.3 == G_HEX
+                && x.stat.1 & 0o7777 == 0o644),
+        "{s:?}"
+    );
+    let mut h: Vec<u64> = s.iter().map(|x| x.held.0).collect();
+    assert!(p50(&mut h) < 20_000, "{}", summary(&s));
+    assert!(t.c.running() && t.c.pid() == t.pid, "the probe still runs");
+    t.on_disk_unchanged("after recover");
+    let ended = settled(&d.admin, "io", Duration::from_secs(10)).await;
+    assert!(
+        ended.iter().all(|f| f.phase == api::Phase::Reverted as i32),
+        "{ended:?}"
+    );
+    assert!(d.io_faults(false).await.is_empty());
+    // A second recover is a no-op.
+    assert_eq!(d.apply(&t, "null").await.unwrap().instance, 0);
+    d.proc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host tier: needs root, /dev/fuse and the test containerd; run by tests/run-all.sh"]
+async fn ctl_io_ttl_expires_and_kill_9_is_repaired_on_restart() {
+    let t = Target::start("io-crash").await;
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    let orig_dev = t.held_dev();
+
+    // `faultd ctl io` with a TTL: applied, then rolled back by the deadline.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_faultd"))
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&d.proc.socket)
+        .args(["io", "--container", &t.c.id(), "--volume", "/data"])
+        .args(["--actions", &latency(100, &[])])
+        .args(["--ttl", "5s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ctl io: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("ctl io: {}", String::from_utf8_lossy(&out.stdout).trim());
+    assert!(t.has_layer());
+    let s = t.next(t.last_seq(), 1).await;
+    assert!(s.iter().all(|x| x.held.0 >= 100_000), "{s:?}");
+    let ended = settled(&d.admin, "io", Duration::from_secs(15)).await;
+    assert_eq!(
+        (ended[0].phase, ended[0].end_reason.as_str()),
+        (api::Phase::Reverted as i32, "expiry"),
+        "{ended:?}"
+    );
+    assert!(!t.has_layer());
+    assert_eq!(t.held_dev(), orig_dev);
+
+    // kill -9 while injected: the probe's reads fail (the kernel ended the connection with
+    // the process), the next start repairs the volume before it serves.
+    d.apply(&t, &latency(50, &["read"])).await.unwrap();
+    assert_eq!(nix::sys::stat::major(t.held_dev()), 0);
+    d.proc.kill9();
+    let s = t.next(t.last_seq(), 2).await;
+    eprintln!("after kill -9: {}", summary(&s));
+    assert!(s.iter().all(|x| x.held.1 == ENOTCONN), "{s:?}");
+    let t0 = Instant::now();
+    let mut d = Daemon::start(state.path()).await;
+    eprintln!("restart to ready: {:?}", t0.elapsed());
+    assert!(!t.has_layer(), "{}", t.mountinfo());
+    assert_eq!(
+        t.held_dev(),
+        orig_dev,
+        "the held descriptor is back on the volume"
+    );
+    let s = t.next(t.last_seq(), 4).await;
+    eprintln!("after the restart: {}", summary(&s));
+    assert!(
+        s.iter()
+            .all(|x| x.held.1 == 0 && x.held.3 == F_HEX && x.reopen.1 == 0 && x.held.0 < 50_000),
+        "{s:?}"
+    );
+    assert!(t.c.running() && t.c.pid() == t.pid);
+    t.on_disk_unchanged("after the repair");
+    let ended = d.io_faults(true).await;
+    assert!(
+        ended
+            .iter()
+            .any(|f| f.phase == api::Phase::Reverted as i32 && f.end_reason == "restart"),
+        "{ended:?}"
+    );
+    // The volume takes a new layer again.
+    d.apply(&t, &latency(100, &["read"])).await.unwrap();
+    assert!(t.has_layer());
+    d.apply(&t, "[]").await.unwrap();
+    assert!(!t.has_layer());
+    d.proc.shutdown().await;
+}
