@@ -539,3 +539,60 @@ async fn ctl_io_ttl_expires_and_kill_9_is_repaired_on_restart() {
     assert!(!t.has_layer());
     d.proc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host tier: needs root, /dev/fuse and the test containerd; run by tests/run-all.sh"]
+async fn doctor_reports_and_fixes_a_layer_no_fault_accounts_for() {
+    let t = Target::start("io-doctor").await;
+    let orig_dev = t.held_dev();
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    d.apply(&t, &latency(20, &["read"])).await.unwrap();
+    d.proc.kill9();
+    // A daemon on another state dir knows nothing of the fault: its doctor finds the layer.
+    let other = tempfile::tempdir().unwrap();
+    let mut d2 = Daemon::start(other.path()).await;
+    assert!(t.has_layer(), "{}", t.mountinfo());
+    let doctor = |fix| {
+        let ch = d2.admin.clone();
+        async move {
+            api::doctor_client::DoctorClient::new(ch)
+                .check(api::DoctorRequest { fix })
+                .await
+                .unwrap()
+                .into_inner()
+                .residue
+                .into_iter()
+                .filter(|r| r.kind == "io layer")
+                .collect::<Vec<_>>()
+        }
+    };
+    let found = doctor(false).await;
+    eprintln!("doctor: {found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|r| r.location.ends_with(" /data") && !r.removed),
+        "{found:?}"
+    );
+    assert!(t.has_layer(), "the doctor without --fix changes nothing");
+    let fixed = doctor(true).await;
+    assert!(fixed.iter().any(|r| r.removed), "{fixed:?}");
+    assert!(!t.has_layer(), "{}", t.mountinfo());
+    assert_eq!(t.held_dev(), orig_dev);
+    let s = t.next(t.last_seq(), 2).await;
+    assert!(
+        s.iter().all(|x| x.held.1 == 0 && x.held.3 == F_HEX),
+        "{s:?}"
+    );
+    assert!(doctor(false).await.is_empty());
+    d2.proc.shutdown().await;
+    // The first journal's owner repairs nothing more and ends the fault on its restart.
+    let mut d = Daemon::start(state.path()).await;
+    let ended = d.io_faults(true).await;
+    assert!(
+        ended.iter().all(|f| f.phase == api::Phase::Reverted as i32),
+        "{ended:?}"
+    );
+    d.proc.shutdown().await;
+}

@@ -363,6 +363,37 @@ pub async fn run(
             removed,
         });
     }
+    // Residue: faultd's IOChaos layers (FUSE mounts `fuse.faultd faultd-io`) no live fault
+    // accounts for: a previous daemon's, left by a crash this daemon did not reconcile.
+    let owned_layers: HashSet<crate::faults::io::live::Key> = live
+        .iter()
+        .filter_map(|r| match &r.effect {
+            FaultEffect::Io(f) => Some((f.mnt_ns, f.volume.clone())),
+            _ => None,
+        })
+        .collect();
+    let stray = tokio::task::spawn_blocking(move || {
+        crate::faults::io::live::stray_layers(&owned_layers, fix)
+    })
+    .await
+    .unwrap_or_default();
+    for s in stray {
+        report.residue.push(Residue {
+            kind: "io layer".into(),
+            location: format!(
+                "mount ns {}:{} (pid {}) {}",
+                s.mnt_ns.dev,
+                s.mnt_ns.ino,
+                s.pid,
+                s.volume.display()
+            ),
+            detail: format!(
+                "faultd's FUSE layer (connection {}) on the volume for a fault that is not active",
+                s.conn
+            ),
+            removed: s.removed,
+        });
+    }
     for r in &active {
         if r.effect.target_gone(&r.ctx()) {
             report.checks.push(check(

@@ -262,3 +262,66 @@ pub fn forget(key: &Key, fault: &str) {
             .spawn(move || drop(l.layer));
     }
 }
+
+/// A faultd layer found mounted with no fault accounting for it.
+#[derive(Debug, Clone)]
+pub struct Stray {
+    pub mnt_ns: NsId,
+    /// A process of the namespace (whose mountinfo showed it).
+    pub pid: u32,
+    pub volume: PathBuf,
+    pub conn: u32,
+    /// Repaired (with `fix`): aborted, detached, processes switched back.
+    pub removed: bool,
+}
+
+/// faultd's layers in every mount namespace of the node that `owned` (mount namespace,
+/// volume) does not account for; with `fix`, each is repaired as after a restart
+/// ([`repair`]). Blocking.
+pub fn stray_layers(owned: &std::collections::HashSet<Key>, fix: bool) -> Vec<Stray> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for pid in crate::process::pids() {
+        let Ok(md) = std::fs::metadata(format!("/proc/{pid}/ns/mnt")) else {
+            continue;
+        };
+        let id = NsId {
+            dev: md.dev(),
+            ino: md.ino(),
+        };
+        if !seen.insert(id) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+            continue;
+        };
+        for m in mount::parse_mountinfo(&text)
+            .into_iter()
+            .filter(|m| m.is_ours())
+        {
+            if owned.contains(&(id, m.mount_point.clone())) {
+                continue;
+            }
+            let removed = fix
+                && Namespace::of_pid(pid, crate::ns::NsKind::Mnt)
+                    .ok()
+                    .filter(|ns| ns.id() == id)
+                    .is_some_and(|ns| match repair(&ns, &m.mount_point, Some(m.minor)) {
+                        Ok(_) => true,
+                        Err(e) => {
+                            tracing::warn!(pid, volume = %m.mount_point.display(), error = %e, "doctor: repairing a stray IOChaos layer");
+                            false
+                        }
+                    });
+            out.push(Stray {
+                mnt_ns: id,
+                pid,
+                volume: m.mount_point,
+                conn: m.minor,
+                removed,
+            });
+        }
+    }
+    out
+}
