@@ -45,6 +45,8 @@
 //! | `FAULTD_BENCH_HTTP_REQS` | 200 | HTTPChaos requests per variant (kept-alive, new connection) and path (direct, proxied) |
 //! | `FAULTD_BENCH_HTTP_RPS_REQS` | 2000 | HTTPChaos requests of the requests/s measurement, per path |
 //! | `FAULTD_BENCH_HTTP_CYCLES` | 20 | HTTPChaos apply+update+revoke cycles |
+//! | `FAULTD_BENCH_IO_MB` | 64 | IOChaos layer: size of the file read sequentially (MiB) |
+//! | `FAULTD_BENCH_IO_READS` | 2000 | IOChaos layer: 4 KiB preads at random offsets, and open+close, per way (direct, through the layer) |
 //! | `FAULTD_BENCH_DIR` | system temp dir | where state dirs and journals live (must be a real disk: fdatasync) |
 //!
 //! Everything created (namespaces, veths, daemons) is removed by `Drop` guards; daemons also get
@@ -2219,5 +2221,335 @@ async fn bench_http_proxy() {
     eprintln!(
         "HTTPChaos proxy ({} requests per variant): kept-alive p50 {:.3} -> {:.3} ms, p99 {:.3} -> {:.3} ms; new connection p50 {:.3} -> {:.3} ms, p99 {:.3} -> {:.3} ms; {rd:.0} -> {rp:.0} req/s; apply p50 {:.2} ms, update p50 {:.2} ms, revoke p50 {:.2} ms ({cycles} cycles)",
         pk.n, dk.p50, pk.p50, dk.p99, pk.p99, dn.p50, pn.p50, dn.p99, pn.p99, a.p50, u.p50, r.p50
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// IOChaos
+
+/// A process in a mount namespace of its own (`unshare --mount --propagation private`, every
+/// mount private) that holds the IOChaos bench's volume: a tmpfs mounted in its namespace only.
+/// The bench reads through `/proc/<pid>/root/...`; nothing is ever mounted in ours. The process
+/// ends when its stdin closes (or is killed on drop).
+struct MntHelper {
+    child: std::process::Child,
+}
+
+impl MntHelper {
+    fn start() -> MntHelper {
+        use std::io::BufRead;
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--"])
+            .args(["sh", "-c", "echo ready; read _"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        // "ready" comes from the executed shell: unshare has made the namespace and every
+        // mount in it private by then.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "unshare helper did not start");
+        MntHelper { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `path` (absolute, as the helper sees it) from this process.
+    fn path(&self, path: &Path) -> PathBuf {
+        Path::new(&format!("/proc/{}/root", self.pid())).join(path.strip_prefix("/").unwrap())
+    }
+
+    fn mountinfo(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid())).unwrap()
+    }
+}
+
+impl Drop for MntHelper {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Samples of one way of reading (direct or through the layer).
+#[derive(Default)]
+struct IoSamples {
+    bytes: usize,
+    busy: Duration,
+    mbps: Vec<f64>,
+    pread_ms: Vec<f64>,
+    open_ms: Vec<f64>,
+}
+
+impl IoSamples {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / self.busy.as_secs_f64() / 1e6
+    }
+}
+
+/// One phase on `file` (a path through `/proc/<pid>/root`): `passes` sequential reads of the
+/// whole file with a 1 MiB buffer (time spent in `read` only; every byte checked against
+/// `expect` between the calls), `reads` 4 KiB `pread`s at random offsets (checked), `reads`
+/// open+close.
+fn io_phase(
+    file: &Path,
+    expect: &[u8],
+    passes: usize,
+    reads: usize,
+    rng: &mut faultd::faults::io::SplitMix64,
+    s: &mut IoSamples,
+) {
+    use faultd::faults::io::IoRng;
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..passes {
+        let mut f = std::fs::File::open(file).unwrap();
+        let (mut off, mut busy) = (0, Duration::ZERO);
+        loop {
+            let t0 = Instant::now();
+            let n = f.read(&mut buf).unwrap();
+            busy += t0.elapsed();
+            if n == 0 {
+                break;
+            }
+            assert!(
+                buf[..n] == expect[off..off + n],
+                "sequential read at {off}: wrong bytes"
+            );
+            off += n;
+        }
+        assert_eq!(off, expect.len(), "sequential read: short file");
+        s.bytes += off;
+        s.busy += busy;
+        s.mbps.push(off as f64 / busy.as_secs_f64() / 1e6);
+    }
+    let f = std::fs::File::open(file).unwrap();
+    let mut b = [0u8; 4096];
+    let span = (expect.len() - b.len() + 1) as u64;
+    for _ in 0..reads {
+        let off = (rng.next_u64() % span) as usize;
+        let t0 = Instant::now();
+        let n = f.read_at(&mut b, off as u64).unwrap();
+        s.pread_ms.push(ms(t0.elapsed()));
+        assert_eq!(n, b.len(), "pread at {off}: short read");
+        assert!(b[..] == expect[off..off + n], "pread at {off}: wrong bytes");
+    }
+    drop(f);
+    for _ in 0..reads {
+        let t0 = Instant::now();
+        let f = std::fs::File::open(file).unwrap();
+        drop(f);
+        s.open_ms.push(ms(t0.elapsed()));
+    }
+}
+
+/// IOChaos FUSE layer overhead: the same file on the same tmpfs volume read directly and
+/// through faultd's layer (`IoLayer::mount` with an `Injector` without actions, default
+/// `LayerOptions`: 4 threads, `FOPEN_DIRECT_IO`, attribute TTL 0, so every read, lookup and
+/// open reaches faultd). The volume is a tmpfs mounted inside a helper process's private mount
+/// namespace (`unshare --mount --propagation private`); this process reads it through
+/// `/proc/<pid>/root/...` and serves the layer. Sequential 1 MiB reads of the file (MB/s, time
+/// in `read` only), p50/p99 of a 4 KiB `pread` at random offsets, p50 of open+close. Direct and
+/// layered phases alternate (2 rounds, a layer mounted and unmounted per round); every byte
+/// read is checked, and after each unmount no faultd layer is left. Caching: a tmpfs file *is*
+/// page cache (there is nothing to drop), so the direct path reads memory; through the layer
+/// the kernel's cache is bypassed (direct I/O) and each read is a FUSE request faultd answers
+/// with a `pread` of the tmpfs file. `FAULTD_BENCH_IO_MB` file size (default 64),
+/// `FAULTD_BENCH_IO_READS` preads and opens per way (default 2000).
+#[test]
+#[ignore = "benchmark (root, /dev/fuse): run by tests/bench/run.sh"]
+fn bench_io_layer() {
+    use faultd::faults::io::{layers_at, Injector, IoLayer, IoRng, LayerOptions, SplitMix64};
+    use faultd::ns::{Namespace, NsKind};
+    use std::os::unix::fs::MetadataExt;
+    let mb = env_usize("FAULTD_BENCH_IO_MB", 64).max(1);
+    let reads = env_usize("FAULTD_BENCH_IO_READS", 2000).max(10);
+    let (rounds, passes) = (2, 2);
+
+    let helper = MntHelper::start();
+    let pid = helper.pid();
+    let ns_link = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(
+        ns_link(&pid.to_string()),
+        ns_link("self"),
+        "the helper must have its own mount namespace"
+    );
+    let info = helper.mountinfo();
+    let shared: Vec<&str> = info.lines().filter(|l| l.contains(" shared:")).collect();
+    assert!(
+        shared.is_empty(),
+        "the helper's mounts must be private: {shared:?}"
+    );
+
+    // The volume: an empty directory on our side, a tmpfs in the helper's namespace.
+    let tmp = tempdir();
+    let vol = std::fs::canonicalize(tmp.path()).unwrap().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    let ns = Namespace::of_pid(pid, NsKind::Mnt).unwrap();
+    let (v, size) = (vol.clone(), format!("size={}m,mode=755", mb + 16));
+    ns.run(move || {
+        nix::mount::mount(
+            Some("faultd-bench-io"),
+            &v,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(size.as_str()),
+        )
+    })
+    .unwrap()
+    .expect("tmpfs in the helper's namespace");
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(vol.to_str().unwrap()),
+        "the volume is mounted in the helper's namespace only"
+    );
+    let mut expect = vec![0u8; mb << 20];
+    SplitMix64::new(0x10_c4a0).fill(&mut expect);
+    let file = helper.path(&vol.join("data"));
+    std::fs::write(&file, &expect).unwrap();
+    assert_eq!(
+        std::fs::read_dir(&vol).unwrap().count(),
+        0,
+        "our side of the volume stays empty"
+    );
+    let tmpfs_dev = std::fs::metadata(&file).unwrap().dev();
+
+    let mut rng = SplitMix64::new(0x5eed);
+    let (mut direct, mut layered) = (IoSamples::default(), IoSamples::default());
+    let (mut mount_ms, mut unmount_ms) = (Vec::new(), Vec::new());
+    // Warm-up (the file's pages, the path walk through /proc/<pid>/root).
+    io_phase(&file, &expect, 1, 20, &mut rng, &mut IoSamples::default());
+    for _ in 0..rounds {
+        io_phase(
+            &file,
+            &expect,
+            passes,
+            reads / rounds,
+            &mut rng,
+            &mut direct,
+        );
+        let t0 = Instant::now();
+        let layer = IoLayer::mount(
+            &ns,
+            &vol,
+            Injector::new(&vol, Vec::new()),
+            LayerOptions::default(),
+        )
+        .expect("IoLayer::mount");
+        mount_ms.push(ms(t0.elapsed()));
+        assert_eq!(layers_at(&ns, &vol).unwrap().len(), 1);
+        assert_ne!(
+            std::fs::metadata(&file).unwrap().dev(),
+            tmpfs_dev,
+            "the file is reached through the layer"
+        );
+        io_phase(&file, &expect, 0, 20, &mut rng, &mut IoSamples::default());
+        io_phase(
+            &file,
+            &expect,
+            passes,
+            reads / rounds,
+            &mut rng,
+            &mut layered,
+        );
+        let t0 = Instant::now();
+        layer.unmount().expect("IoLayer::unmount");
+        unmount_ms.push(ms(t0.elapsed()));
+        assert!(
+            layers_at(&ns, &vol).unwrap().is_empty(),
+            "a faultd layer is left after unmount"
+        );
+        assert!(
+            !helper.mountinfo().contains("fuse.faultd"),
+            "{}",
+            helper.mountinfo()
+        );
+        assert_eq!(std::fs::metadata(&file).unwrap().dev(), tmpfs_dev);
+    }
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        expect,
+        "the file is unchanged"
+    );
+    drop(ns);
+    drop(helper);
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains("fuse.faultd"));
+
+    let (dr, lr) = (direct.mbps(), layered.mbps());
+    let (dp, lp) = (Stats::of(&direct.pread_ms), Stats::of(&layered.pread_ms));
+    let (dopen, lopen) = (Stats::of(&direct.open_ms), Stats::of(&layered.open_ms));
+    let (m, u) = (Stats::of(&mount_ms), Stats::of(&unmount_ms));
+    let base = "no layer (same file, same tmpfs)";
+    let setup = json!({"file_mib": mb, "volume": "tmpfs in a private mount namespace",
+        "injector": "no actions", "layer": "LayerOptions::default() (4 threads, direct I/O, attr TTL 0)",
+        "cache": "tmpfs is page cache (nothing to drop): direct reads are memory copies; \
+                  the layer bypasses the kernel cache (direct I/O), each read a FUSE request"});
+    row(
+        "io_layer_read_mbps",
+        &format!("IOChaos layer: sequential read, 1 MiB reads of a {mb} MiB file (direct: {dr:.0} MB/s; tmpfs)"),
+        "MB/s",
+        lr,
+    )
+    // (no baseline column: its ratio reads "faultd faster" the wrong way round for a rate)
+    .extra(json!({"direct": r4(dr), "layer_over_direct": r4(lr / dr),
+                  "direct_passes": direct.mbps.iter().map(|x| r4(*x)).collect::<Vec<_>>(),
+                  "layer_passes": layered.mbps.iter().map(|x| r4(*x)).collect::<Vec<_>>(),
+                  "setup": setup, "mount_ms": m.json(), "unmount_ms": u.json()}))
+    .print();
+    let extra = |d: &Stats, l: &Stats| json!({"direct": d.json(), "layer": l.json()});
+    row(
+        "io_layer_pread_p50",
+        "IOChaos layer: 4 KiB pread at a random offset, p50",
+        "ms",
+        lp.p50,
+    )
+    .baseline(dp.p50, base)
+    .extra(extra(&dp, &lp))
+    .print();
+    row(
+        "io_layer_pread_p99",
+        "IOChaos layer: 4 KiB pread at a random offset, p99",
+        "ms",
+        lp.p99,
+    )
+    .baseline(dp.p99, base)
+    .print();
+    row(
+        "io_layer_open_p50",
+        "IOChaos layer: open+close p50 (lookup, open, flush, release)",
+        "ms",
+        lopen.p50,
+    )
+    .baseline(dopen.p50, base)
+    .extra(extra(&dopen, &lopen))
+    .print();
+    eprintln!(
+        "IOChaos layer ({mb} MiB file, {} preads/opens per way, tmpfs): sequential read {dr:.0} -> {lr:.0} MB/s; pread 4 KiB p50 {:.1} -> {:.1} µs, p99 {:.1} -> {:.1} µs; open+close p50 {:.1} -> {:.1} µs; mount p50 {:.2} ms, unmount p50 {:.2} ms",
+        lp.n,
+        dp.p50 * 1e3,
+        lp.p50 * 1e3,
+        dp.p99 * 1e3,
+        lp.p99 * 1e3,
+        dopen.p50 * 1e3,
+        lopen.p50 * 1e3,
+        m.p50,
+        u.p50
     );
 }

@@ -15,7 +15,9 @@
 #      (among them TimeChaos stop times: FAULTD_BENCH_TIME_CYCLES apply/revoke cycles against
 #      clockreport with 1 and 16 threads, faultd_time_stop_seconds mean and max per process; the
 #      HTTPChaos proxy's request latency p50/p99 direct vs proxied, kept-alive and new-connection,
-#      requests/s, and apply/update/revoke latency)
+#      requests/s, and apply/update/revoke latency; the IOChaos FUSE layer's overhead on a tmpfs
+#      volume in a helper's private mount namespace: sequential read MB/s, 4 KiB pread p50/p99
+#      and open+close p50, direct vs through the layer with no actions; needs /dev/fuse)
 #   3. container PID resolution (host_runtime's bench_pid_resolution) against a private containerd
 #      (tests/env/ctr/*, socket /run/faultd-bench/containerd.sock), and host_stress's bench tests;
 #      skipped with a note when containerd, the test image or the test file is missing
@@ -35,7 +37,7 @@ case "${1:-}" in
   --smoke) MODE=smoke ;;
   --properties) MODE=properties ;;
   "") ;;
-  -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--smoke|--properties]" >&2; exit 64 ;;
 esac
 
@@ -120,6 +122,8 @@ if [ "$MODE" = smoke ]; then
   export FAULTD_BENCH_HTTP_REQS=${FAULTD_BENCH_HTTP_REQS:-50}
   export FAULTD_BENCH_HTTP_RPS_REQS=${FAULTD_BENCH_HTTP_RPS_REQS:-400}
   export FAULTD_BENCH_HTTP_CYCLES=${FAULTD_BENCH_HTTP_CYCLES:-5}
+  export FAULTD_BENCH_IO_MB=${FAULTD_BENCH_IO_MB:-8}
+  export FAULTD_BENCH_IO_READS=${FAULTD_BENCH_IO_READS:-200}
 else
   export FAULTD_BENCH_ITERS=${FAULTD_BENCH_ITERS:-400}
   export FAULTD_BENCH_NETNS=${FAULTD_BENCH_NETNS:-200}
@@ -133,6 +137,8 @@ else
   export FAULTD_BENCH_HTTP_REQS=${FAULTD_BENCH_HTTP_REQS:-200}
   export FAULTD_BENCH_HTTP_RPS_REQS=${FAULTD_BENCH_HTTP_RPS_REQS:-2000}
   export FAULTD_BENCH_HTTP_CYCLES=${FAULTD_BENCH_HTTP_CYCLES:-20}
+  export FAULTD_BENCH_IO_MB=${FAULTD_BENCH_IO_MB:-64}
+  export FAULTD_BENCH_IO_READS=${FAULTD_BENCH_IO_READS:-2000}
 fi
 # state dirs and journals on the disk under target/ (fdatasync must hit a real filesystem)
 export FAULTD_BENCH_DIR=${FAULTD_BENCH_DIR:-$OUT/tmp}
@@ -356,7 +362,7 @@ for line in read(os.path.join(out, "stress.log")):
 
 # groups in README order; within a group, the order the tests printed
 ORDER = ["settcs_", "journal_fdatasync", "fanout_", "journal_", "ready_", "idle_rss", "rss_",
-         "read_rpc", "binary_", "pid_", "stress_", "time_", "http_"]
+         "read_rpc", "binary_", "pid_", "stress_", "time_", "http_", "io_"]
 rows.sort(key=lambda r: next((i for i, p in enumerate(ORDER) if str(r.get("id", "")).startswith(p)), len(ORDER)))
 
 def fmt(v, unit=""):
