@@ -76,6 +76,10 @@ pub struct Namespace {
     kind: NsKind,
     file: File,
     id: NsId,
+    /// For a mount namespace: a process's root directory, entered (`chroot`) after the
+    /// `setns`, so paths and mountinfo are the process's even where its root is not its
+    /// namespace's root (a runtime that `chroot`s instead of `pivot_root`).
+    root: Option<std::sync::Arc<File>>,
 }
 
 impl Namespace {
@@ -105,7 +109,28 @@ impl Namespace {
                 dev: md.dev(),
                 ino: md.ino(),
             },
+            root: None,
         })
+    }
+
+    /// The mount namespace of process `pid`, entered at its root directory
+    /// (`/proc/<pid>/root`): the container's view of paths and mounts.
+    pub fn mnt_of_process(pid: u32) -> Result<Self, NsError> {
+        let mut ns = Self::of_pid(pid, NsKind::Mnt)?;
+        let path = Path::new("/proc").join(pid.to_string()).join("root");
+        let fd = nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| NsError::Open {
+            path,
+            source: e.into(),
+        })?;
+        ns.root = Some(std::sync::Arc::new(File::from(fd)));
+        Ok(ns)
     }
 
     pub fn id(&self) -> NsId {
@@ -122,6 +147,7 @@ impl Namespace {
             kind: self.kind,
             file: self.file.try_clone()?,
             id: self.id,
+            root: self.root.clone(),
         })
     }
 
@@ -168,10 +194,22 @@ impl Namespace {
             nix::sched::unshare(CloneFlags::CLONE_FS)
                 .map_err(|source| NsError::Setns { kind: "fs", source })?;
         }
-        nix::sched::setns(self.file.as_fd(), self.kind.flag()).map_err(|source| NsError::Setns {
-            kind: self.kind.file(),
-            source,
-        })
+        nix::sched::setns(self.file.as_fd(), self.kind.flag()).map_err(|source| {
+            NsError::Setns {
+                kind: self.kind.file(),
+                source,
+            }
+        })?;
+        if let Some(root) = &self.root {
+            let chroot = |source| NsError::Setns {
+                kind: "root",
+                source,
+            };
+            nix::unistd::fchdir(root.as_fd()).map_err(chroot)?;
+            nix::unistd::chroot(".").map_err(chroot)?;
+            nix::unistd::chdir("/").map_err(chroot)?;
+        }
+        Ok(())
     }
 }
 

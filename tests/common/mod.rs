@@ -10,6 +10,7 @@ pub mod ctr;
 pub mod docker;
 pub mod host;
 pub mod http;
+pub mod io;
 pub mod stats;
 pub mod upstream;
 

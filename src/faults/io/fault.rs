@@ -25,7 +25,7 @@ use crate::engine::{
     FaultMeta, FaultRecord, Holds, Scope, TargetIdentity,
 };
 use crate::faults::target::{Target, TargetError};
-use crate::ns::{Namespace, NsId, NsKind};
+use crate::ns::{Namespace, NsId};
 use crate::process::ProcessIdentity;
 use crate::runtime::Runtimes;
 
@@ -110,8 +110,16 @@ impl IoFault {
         (self.mnt_ns, self.volume.clone())
     }
 
+    /// The container's mount namespace, entered at the root of a process living in it (the
+    /// holder while it lives).
     fn find_ns(&self) -> Option<Namespace> {
-        crate::ns::find(self.mnt_ns, NsKind::Mnt, Some(self.holder.pid))
+        let mut pids = vec![self.holder.pid];
+        pids.extend(live::processes_in(self.mnt_ns));
+        pids.into_iter().find_map(|pid| {
+            Namespace::mnt_of_process(pid)
+                .ok()
+                .filter(|ns| ns.id() == self.mnt_ns)
+        })
     }
 
     fn volume_dev_number(&self) -> Option<u64> {
@@ -313,7 +321,7 @@ pub async fn apply_io_chaos<E: Holds<IoFault>>(
     let volume = mount::normalize_volume(raw).ok_or_else(|| IoError::VolumePath(raw.into()))?;
     let injector = Injector::parse(&volume, &req.actions)?;
     let who = target.resolve(runtimes, "container_id").await?;
-    let ns = Namespace::of_pid(who.pid, NsKind::Mnt).map_err(IoError::from)?;
+    let ns = Namespace::mnt_of_process(who.pid).map_err(IoError::from)?;
     let group = group_of(&ns.id(), &volume);
     let lock = engine.lock_group(&group).await;
     let active = engine.active_in_group(&group);

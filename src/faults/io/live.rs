@@ -118,6 +118,7 @@ pub fn apply(
         dev: volume_dev,
         under: Some(volume),
         reroot: None,
+        mnt_id: Some(layer.volume_mount().id),
     };
     let moved = switch_all(ns.id(), &src);
     for m in &moved {
@@ -213,6 +214,7 @@ fn switch_back(key: &Key, conn: u32) -> Vec<Moved> {
         dev: fuse_dev(conn),
         under: None,
         reroot: Some(&key.1),
+        mnt_id: None,
     };
     let moved = switch_all(key.0, &src);
     for m in &moved {
@@ -304,7 +306,7 @@ pub fn stray_layers(owned: &std::collections::HashSet<Key>, fix: bool) -> Vec<St
                 continue;
             }
             let removed = fix
-                && Namespace::of_pid(pid, crate::ns::NsKind::Mnt)
+                && Namespace::mnt_of_process(pid)
                     .ok()
                     .filter(|ns| ns.id() == id)
                     .is_some_and(|ns| match repair(&ns, &m.mount_point, Some(m.minor)) {

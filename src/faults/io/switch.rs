@@ -118,6 +118,12 @@ pub fn parse_fdinfo(text: &str) -> Option<(u64, i32)> {
     Some((pos?, flags?))
 }
 
+/// `mnt_id:` of an `fdinfo` text: the mount the file was opened through.
+pub fn fdinfo_mnt_id(text: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:")?.trim().parse().ok())
+}
+
 /// The device numbers (`major:minor` of `/proc/<pid>/maps`) of `dev`.
 fn maps_dev(dev: u64) -> String {
     format!(
@@ -140,6 +146,9 @@ pub struct Source<'a> {
     /// The filesystem's mount is detached: the kernel shows its paths relative to the mount's
     /// own root (`/f`), so they are re-rooted here (`/data/f`) before being re-opened.
     pub reroot: Option<&'a Path>,
+    /// Files match by the mount they were opened through (`fdinfo`'s `mnt_id`) instead of
+    /// `dev`: an overlayfs reports the device of the layer a file lives on, not its own.
+    pub mnt_id: Option<u32>,
 }
 
 impl Source<'_> {
@@ -149,6 +158,7 @@ impl Source<'_> {
             dev,
             under: None,
             reroot: None,
+            mnt_id: None,
         }
     }
 
@@ -209,20 +219,41 @@ pub fn holdings_of(pid: u32, src: &Source<'_>) -> Result<Holdings, SwitchError> 
         std::io::ErrorKind::NotFound => SwitchError::Gone(pid),
         _ => SwitchError::Proc(format!("{base}/{what}"), e),
     };
+    // The kernel shows a process's paths relative to the reader's root when it can reach
+    // them: where the process's root is below faultd's (a runtime that `chroot`s), its paths
+    // start with that root, which is taken off so they are the process's own.
+    let root = std::fs::read_link(format!("{base}/root")).map_err(|e| gone(e, "root"))?;
+    let root = root.to_string_lossy().into_owned();
+    let own = |shown: &str| -> Option<String> {
+        // A detached mount's paths are relative to that mount (see `Source::reroot`).
+        if root == "/" || src.reroot.is_some() {
+            return Some(shown.to_string());
+        }
+        match shown.strip_prefix(root.as_str()) {
+            Some("") => Some("/".into()),
+            Some(rest) if rest.starts_with('/') => Some(rest.to_string()),
+            _ => None,
+        }
+    };
     let mut h = Holdings::default();
     for entry in std::fs::read_dir(format!("{base}/fd")).map_err(|e| gone(e, "fd"))? {
         let Ok(entry) = entry else { continue };
         let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        // The file itself (the link is followed): its device decides.
-        if dev_of(&entry.path()) != Some(dev) {
+        let Ok(info) = std::fs::read_to_string(format!("{base}/fdinfo/{fd}")) else {
+            continue;
+        };
+        // The mount it was opened through, or the file itself (the link is followed): its
+        // device.
+        let on = match src.mnt_id {
+            Some(m) => fdinfo_mnt_id(&info) == Some(m),
+            None => dev_of(&entry.path()) == Some(dev),
+        };
+        if !on {
             continue;
         }
         let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let Ok(info) = std::fs::read_to_string(format!("{base}/fdinfo/{fd}")) else {
             continue;
         };
         let Some((pos, flags)) = parse_fdinfo(&info) else {
@@ -231,8 +262,10 @@ pub fn holdings_of(pid: u32, src: &Source<'_>) -> Result<Holdings, SwitchError> 
         let shown = target.to_string_lossy();
         // Deleted files keep their marker: they are reported, never re-opened.
         let path = match shown.strip_suffix(" (deleted)") {
-            Some(p) => src.map(p).map(|p| format!("{p} (deleted)")),
-            None => src.map(&shown),
+            Some(p) => own(p)
+                .and_then(|p| src.map(&p))
+                .map(|p| format!("{p} (deleted)")),
+            None => own(&shown).and_then(|p| src.map(&p)),
         };
         let Some(path) = path else { continue };
         h.files.push(OpenFile {
@@ -242,9 +275,13 @@ pub fn holdings_of(pid: u32, src: &Source<'_>) -> Result<Holdings, SwitchError> 
             pos,
         });
     }
-    if dev_of(Path::new(&format!("{base}/cwd"))) == Some(dev) {
+    // A working directory has no fdinfo: with a mount id, its path under the volume decides
+    // (re-entering a directory of the same path elsewhere is harmless).
+    let cwd_on = src.mnt_id.is_some() && src.under.is_some()
+        || dev_of(Path::new(&format!("{base}/cwd"))) == Some(dev);
+    if cwd_on {
         if let Ok(p) = std::fs::read_link(format!("{base}/cwd")) {
-            h.cwd = src.map(&p.to_string_lossy());
+            h.cwd = own(&p.to_string_lossy()).and_then(|p| src.map(&p));
         }
     }
     let maps = std::fs::read_to_string(format!("{base}/maps")).map_err(|e| gone(e, "maps"))?;
@@ -254,8 +291,9 @@ pub fn holdings_of(pid: u32, src: &Source<'_>) -> Result<Holdings, SwitchError> 
         .filter(|l| {
             let mut f = l.split_whitespace();
             f.nth(3) == Some(dev_s.as_str())
-                && f.nth(1)
-                    .is_some_and(|p| src.under.is_none() || src.map(p).is_some())
+                && f.nth(1).is_some_and(|p| {
+                    src.under.is_none() || own(p).and_then(|p| src.map(&p)).is_some()
+                })
         })
         .map(str::to_string)
         .collect();
@@ -324,10 +362,11 @@ pub fn switch_bounded(pid: u32, src: &Source<'_>, budget: Duration, limit: Durat
     use std::sync::Arc;
     let cancel = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
-    let (dev, under, reroot) = (
+    let (dev, under, reroot, mnt_id) = (
         src.dev,
         src.under.map(Path::to_path_buf),
         src.reroot.map(Path::to_path_buf),
+        src.mnt_id,
     );
     let c = cancel.clone();
     let spawned = std::thread::Builder::new()
@@ -337,6 +376,7 @@ pub fn switch_bounded(pid: u32, src: &Source<'_>, budget: Duration, limit: Durat
                 dev,
                 under: under.as_deref(),
                 reroot: reroot.as_deref(),
+                mnt_id,
             };
             let _ = tx.send(switch_from(pid, &src, budget, Some(&c)));
         });
@@ -482,6 +522,7 @@ mod tests {
             dev: 1,
             under: Some(vol),
             reroot: None,
+            mnt_id: None,
         };
         assert_eq!(on.map("/data/f").as_deref(), Some("/data/f"));
         assert_eq!(on.map("/data").as_deref(), Some("/data"));
@@ -491,7 +532,12 @@ mod tests {
             dev: 2,
             under: None,
             reroot: Some(vol),
+            mnt_id: None,
         };
+        assert_eq!(
+            fdinfo_mnt_id("pos:\t0\nflags:\t0100000\nmnt_id:\t31\n"),
+            Some(31)
+        );
         assert_eq!(back.map("/f").as_deref(), Some("/data/f"));
         assert_eq!(back.map("/").as_deref(), Some("/data"));
         assert_eq!(back.map("relative"), None);
