@@ -66,6 +66,12 @@ fn helper_process() {
                 let s = std::fs::read_to_string("f").unwrap();
                 println!("CWD {s}");
             }
+            "slowread" => {
+                // Through whatever is mounted on the directory now (a delayed layer).
+                let t0 = Instant::now();
+                let r = std::fs::read(format!("{dir}/f"));
+                println!("SLOW {:?} {}", t0.elapsed(), r.is_ok());
+            }
             other => println!("ECHO {other}"),
         }
     }
@@ -215,4 +221,61 @@ fn open_files_and_the_working_directory_move_to_the_filesystem_stacked_on_top() 
         "{:?}",
         moved.stopped
     );
+}
+
+#[test]
+#[ignore = "host tier: ptrace and mounts in a private mount namespace (root)"]
+fn a_process_that_does_not_stop_in_time_is_left_alone_without_blocking_the_switch() {
+    use faultd::faults::io::switch::{switch_bounded, Source};
+    use faultd::faults::io::{Injector, IoLayer, LayerOptions};
+    let (mut h, _fd, _old_dev) = Helper::start();
+    let pid = h.child.id();
+    let dir = dir_for(pid);
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "the helper must have its own mount namespace"
+    );
+    // faultd's layer on the helper's directory (in its namespace), every read delayed 3 s.
+    let mnt = faultd::ns::Namespace::of_pid(pid, faultd::ns::NsKind::Mnt).unwrap();
+    let actions =
+        r#"[{"type":"latency","path":"","methods":["read"],"percent":100,"latency":"3s"}]"#;
+    let layer = IoLayer::mount(
+        &mnt,
+        std::path::Path::new(&dir),
+        Injector::parse(&dir, actions).unwrap(),
+        LayerOptions::default(),
+    )
+    .unwrap();
+    let fuse_dev = nix::sys::stat::makedev(0, u64::from(layer.conn()));
+    // The helper blocks in a read the layer holds for 3 s: a killable wait no ptrace stop
+    // interrupts.
+    writeln!(h.stdin, "slowread").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let src = Source::dev(fuse_dev);
+    let moved = switch_bounded(
+        pid,
+        &src,
+        Duration::from_millis(50),
+        Duration::from_millis(500),
+    );
+    let took = t0.elapsed();
+    eprintln!("switch of a process blocked in a delayed read: {took:?}, {moved:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(moved.files, 0, "{moved:?}");
+    assert!(
+        moved
+            .skipped
+            .iter()
+            .any(|s| s.contains("did not stop within")),
+        "{moved:?}"
+    );
+    // The process goes on by itself once its read is answered (never left stopped).
+    let slow = h.expect("SLOW ");
+    eprintln!("the helper: {slow}");
+    assert!(slow.ends_with("true"), "{slow}");
+    assert_eq!(h.ask("echo", "ECHO "), "ECHO echo");
+    layer.unmount().unwrap();
 }
