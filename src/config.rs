@@ -105,6 +105,11 @@ pub struct DaemonConfig {
     /// Allow memory stressors against containers without a memory limit.
     #[arg(long, env = "FAULTD_ALLOW_UNBOUNDED_MEMORY_STRESS")]
     pub allow_unbounded_memory_stress: bool,
+
+    /// Directory of Byteman's jars for JVMChaos: byteman.jar (the agent), optionally
+    /// byteman-helper.jar and chaos-agent.jar (Chaos Mesh's helpers).
+    #[arg(long, env = "FAULTD_BYTEMAN_DIR", default_value = crate::faults::jvm::DEFAULT_BYTEMAN_DIR)]
+    pub byteman_dir: PathBuf,
 }
 
 impl DaemonConfig {

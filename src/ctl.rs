@@ -161,6 +161,27 @@ pub enum CtlCommand {
         #[arg(long)]
         lease: Option<String>,
     },
+    /// Load a Byteman rule script into a container's JVM (JVMChaos).
+    Jvm {
+        /// Container id with its runtime prefix.
+        #[arg(long, conflicts_with = "pid")]
+        container: Option<String>,
+        /// Host PID of the JVM (or of a process whose descendant it is).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Port of Byteman's agent listener in the JVM's network namespace.
+        #[arg(long, default_value_t = 9277)]
+        port: u16,
+        /// The Byteman rule script, or @FILE to read it.
+        #[arg(long)]
+        rule: String,
+        /// Roll the fault back after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = crate::duration::parse_duration)]
+        ttl: Duration,
+        /// Tie the fault to a lease.
+        #[arg(long)]
+        lease: Option<String>,
+    },
     /// Inject file-system faults into a volume of a container through faultd's FUSE layer
     /// (IOChaos).
     Io {
@@ -640,6 +661,33 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                             inline_or_file(tls)?
                         },
                         ..Default::default()
+                    },
+                )),
+            };
+            let f = faults.apply_fault(req).await?.into_inner();
+            print_faults(args.output, &[f]);
+        }
+        CtlCommand::Jvm {
+            container,
+            pid,
+            port,
+            rule,
+            ttl,
+            lease,
+        } => {
+            if container.is_none() && pid.is_none() {
+                return Err(CtlError::Usage("--container or --pid is required".into()));
+            }
+            let req = api::ApplyFaultRequest {
+                ttl_seconds: ttl.as_secs().max(1),
+                lease_id: lease.clone().unwrap_or_default(),
+                target_pid: pid.unwrap_or(0),
+                fault: Some(api::apply_fault_request::Fault::InstallJvmRules(
+                    pb::InstallJvmRulesRequest {
+                        container_id: container.clone().unwrap_or_default(),
+                        rule: inline_or_file(rule)?,
+                        port: i32::from(*port),
+                        enter_ns: true,
                     },
                 )),
             };

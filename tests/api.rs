@@ -188,7 +188,7 @@ async fn every_rpc_is_reachable_and_unsupported_ones_say_so() {
 
     let (code, metrics) = http_get(d.http_addr, "/metrics").await;
     assert_eq!(code, 200);
-    assert!(metrics.contains(r#"grpc_server_handled_total{grpc_service="pb.ChaosDaemon",grpc_method="InstallJVMRules",grpc_code="Unimplemented"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"grpc_server_handled_total{grpc_service="pb.ChaosDaemon",grpc_method="ApplyBlockChaos",grpc_code="Unimplemented"} 1"#), "{metrics}");
     assert!(
         metrics.contains("chaos_daemon_grpc_server_handling_seconds_bucket"),
         "{metrics}"

@@ -192,7 +192,8 @@ pub async fn run(
             | FaultEffect::Dns(_)
             | FaultEffect::Time(_)
             | FaultEffect::Http(_)
-            | FaultEffect::Io(_) => None,
+            | FaultEffect::Io(_)
+            | FaultEffect::Jvm(_) => None,
         })
         .collect();
     let namespaces = network_namespaces();

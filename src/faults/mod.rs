@@ -8,6 +8,7 @@ pub mod dns;
 pub mod firewall;
 pub mod http;
 pub mod io;
+pub mod jvm;
 pub mod netns;
 pub mod qdisc;
 pub mod stress;
@@ -23,6 +24,7 @@ use dns::DnsFault;
 use firewall::FirewallFault;
 use http::fault::HttpFault;
 use io::fault::IoFault;
+use jvm::fault::JvmFault;
 use qdisc::QdiscFault;
 use stress::StressFault;
 use time::TimeFault;
@@ -44,6 +46,8 @@ pub enum FaultEffect {
     Http(HttpFault),
     /// faultd's FUSE layer on a volume of a container (IOChaos).
     Io(IoFault),
+    /// A Byteman rule script in a JVM (JVMChaos).
+    Jvm(JvmFault),
 }
 
 /// The engine as the daemon uses it.
@@ -73,6 +77,7 @@ member!(Dns, DnsFault);
 member!(Time, TimeFault);
 member!(Http, HttpFault);
 member!(Io, IoFault);
+member!(Jvm, JvmFault);
 
 macro_rules! dispatch {
     ($self:ident, $f:ident $(, $arg:expr)*) => {
@@ -84,6 +89,7 @@ macro_rules! dispatch {
             FaultEffect::Time(x) => x.$f($($arg),*),
             FaultEffect::Http(x) => x.$f($($arg),*),
             FaultEffect::Io(x) => x.$f($($arg),*),
+            FaultEffect::Jvm(x) => x.$f($($arg),*),
         }
     };
 }
@@ -134,6 +140,10 @@ impl Effect for FaultEffect {
             FaultEffect::Io(x) => x
                 .capture(ctx)
                 .map(|r| r.map(|o| o.map(FaultEffect::Io)))
+                .boxed(),
+            FaultEffect::Jvm(x) => x
+                .capture(ctx)
+                .map(|r| r.map(|o| o.map(FaultEffect::Jvm)))
                 .boxed(),
         }
     }

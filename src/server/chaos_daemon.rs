@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::call::handle;
 use super::{decode, status};
-use crate::faults::{dns, firewall, http, io, qdisc, stress, time};
+use crate::faults::{dns, firewall, http, io, jvm, qdisc, stress, time};
 use crate::proto::pb;
 use crate::proto::pb::chaos_daemon_server::ChaosDaemon;
 use crate::state::DaemonState;
@@ -56,8 +56,6 @@ impl ChaosDaemon for ChaosDaemonService {
     unsupported_rpcs! {
         apply_block_chaos(pb::ApplyBlockChaosRequest) -> pb::ApplyBlockChaosResponse, "ApplyBlockChaos", "BlockChaos";
         recover_block_chaos(pb::RecoverBlockChaosRequest) -> Empty, "RecoverBlockChaos", "BlockChaos";
-        install_jvm_rules(pb::InstallJvmRulesRequest) -> Empty, "InstallJVMRules", "JVMChaos";
-        uninstall_jvm_rules(pb::UninstallJvmRulesRequest) -> Empty, "UninstallJVMRules", "JVMChaos";
     }
 
     async fn set_tcs(&self, req: Request<pb::TcsRequest>) -> Result<Response<Empty>, Status> {
@@ -283,6 +281,53 @@ impl ChaosDaemon for ChaosDaemonService {
                     }
                     None => pb::ApplyIoChaosResponse::default(),
                 })
+            },
+        )
+        .await
+    }
+
+    async fn install_jvm_rules(
+        &self,
+        req: Request<pb::InstallJvmRulesRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let st = self.state.clone();
+        handle(
+            &self.state,
+            SERVICE,
+            "InstallJVMRules",
+            req,
+            |r| r.container_id.clone(),
+            |ctx, r| async move {
+                let target = decode::target(&r.container_id, "", 0);
+                let meta = decode::meta(&ctx, &target, None)?;
+                let req = decode::jvm_request(&r.rule, r.port);
+                jvm::fault::install_jvm_rules(&st.engine, &st.runtimes, &target, &req, &meta)
+                    .await
+                    .map_err(status::of)?;
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    async fn uninstall_jvm_rules(
+        &self,
+        req: Request<pb::UninstallJvmRulesRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let st = self.state.clone();
+        handle(
+            &self.state,
+            SERVICE,
+            "UninstallJVMRules",
+            req,
+            |r| r.container_id.clone(),
+            |_, r| async move {
+                let target = decode::target(&r.container_id, "", 0);
+                let req = decode::jvm_request(&r.rule, r.port);
+                jvm::fault::uninstall_jvm_rules(&st.engine, &st.runtimes, &target, &req)
+                    .await
+                    .map_err(status::of)?;
+                Ok(())
             },
         )
         .await

@@ -207,3 +207,12 @@ pub fn io_request(req: &pb::ApplyIoChaosRequest) -> crate::faults::io::fault::Io
         volume: req.volume.clone(),
     }
 }
+
+/// An `InstallJVMRulesRequest` (or `UninstallJVMRulesRequest`, the same fields) as JVMChaos's
+/// use cases take it (`enterNS` is always how faultd works).
+pub fn jvm_request(rule: &str, port: i32) -> crate::faults::jvm::fault::JvmRequest {
+    crate::faults::jvm::fault::JvmRequest {
+        rule: rule.to_string(),
+        port,
+    }
+}

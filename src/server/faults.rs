@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::call::{handle, CallContext};
 use super::{decode, status};
 use crate::engine::{EndReason, FaultRecord, Phase};
-use crate::faults::{dns, http, io, qdisc, stress, time, FaultEffect};
+use crate::faults::{dns, http, io, jvm, qdisc, stress, time, FaultEffect};
 use crate::proto::faultd::v1 as api;
 use crate::state::DaemonState;
 
@@ -140,6 +140,7 @@ impl api::faults_server::Faults for FaultdService {
             Some(api::apply_fault_request::Fault::SetTimeOffset(t)) => t.container_id.clone(),
             Some(api::apply_fault_request::Fault::ApplyHttpChaos(h)) => h.container_id.clone(),
             Some(api::apply_fault_request::Fault::ApplyIoChaos(h)) => h.container_id.clone(),
+            Some(api::apply_fault_request::Fault::InstallJvmRules(h)) => h.container_id.clone(),
             None => String::new(),
         }, |ctx, r| async move {
             let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
@@ -224,7 +225,14 @@ impl api::faults_server::Faults for FaultdService {
                         .into_iter()
                         .collect()
                 }
-                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors, set_dns_server, set_time_offset, apply_http_chaos or apply_io_chaos)")),
+                Some(api::apply_fault_request::Fault::InstallJvmRules(req)) => {
+                    let target = decode::target(&req.container_id, "", r.target_pid);
+                    let meta = decode::meta(&ctx, &target, ttl)?;
+                    vec![jvm::fault::install_jvm_rules(&st.engine, &st.runtimes, &target, &decode::jvm_request(&req.rule, req.port), &meta)
+                        .await
+                        .map_err(status::of)?]
+                }
+                None => return Err(Status::invalid_argument("ApplyFault needs a fault body (set_tcs, exec_stressors, set_dns_server, set_time_offset, apply_http_chaos, apply_io_chaos or install_jvm_rules)")),
             };
             recs.first()
                 .map(fault_to_api)
