@@ -26,7 +26,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:bookworm-slim AS rootfs
 COPY deploy/image/assemble-rootfs.sh /usr/local/sbin/assemble-rootfs.sh
 COPY --from=builder /src/target/release/faultd /staging/faultd
-RUN sh /usr/local/sbin/assemble-rootfs.sh /staging/faultd /rootfs
+# Byteman for JVMChaos: the distribution Chaos Mesh's rules expect (Byteman, LGPL-2.1, and Chaos
+# Mesh's helper jars), unmodified, as chaos-daemon's image fetches it. Only the jars and their
+# licence go into the image: no JRE (faultd attaches to the JVM and talks to Byteman itself).
+ARG BYTEMAN_DIST=byteman-chaos-mesh-download-v4.0.24-0.12
+ADD https://mirrors.chaos-mesh.org/${BYTEMAN_DIST}.tar.gz /staging/byteman.tar.gz
+RUN mkdir -p /staging/byteman-dist /staging/byteman \
+ && tar -xzf /staging/byteman.tar.gz -C /staging/byteman-dist \
+ && for j in byteman.jar byteman-helper.jar chaos-agent.jar; do \
+      f=$(find /staging/byteman-dist -name "$j" -type f | head -n 1); \
+      if [ -n "$f" ]; then cp "$f" /staging/byteman/; fi; \
+    done \
+ && find /staging/byteman-dist -maxdepth 3 -type f \( -iname 'LICENSE*' -o -iname 'COPYING*' \) -exec cp {} /staging/byteman/ \; \
+ && test -f /staging/byteman/byteman.jar
+RUN sh /usr/local/sbin/assemble-rootfs.sh /staging/faultd /rootfs /staging/byteman
 
 # --- 3. runtime ---------------------------------------------------------------------------------
 FROM scratch

@@ -3,7 +3,7 @@
 # debian:bookworm-slim stage and copies DEST into an empty (`scratch`) image; the deploy tests run
 # the same script on a Debian 12 host to list and measure the image without a container engine.
 #
-#   assemble-rootfs.sh FAULTD_BINARY DEST
+#   assemble-rootfs.sh FAULTD_BINARY DEST [BYTEMAN_DIR]
 #
 # DEST gets:
 #   /usr/local/bin/faultd                the daemon
@@ -13,6 +13,8 @@
 #   /etc/passwd, /etc/group              root only
 #   /run/{containerd,k3s,crio,docker.sock,netns} -> /host-run/...   see below
 #   /var/run -> /run, /tmp (1777), /var/lib/faultd (journal mount point)
+#   /opt/faultd/byteman/                 with BYTEMAN_DIR: its *.jar and licence files (JVMChaos;
+#                                        faultd's --byteman-dir default), nothing else of Java
 #
 # The /run links let faultd's runtime-socket discovery (which probes /run/containerd/...,
 # /run/k3s/..., /var/run/crio/..., /var/run/docker.sock) find the host's sockets when the host's
@@ -20,12 +22,13 @@
 # see the host's named network namespaces. Where /host-run is the socket's own directory (the
 # Chaos Mesh chart), the links dangle and faultd finds /host-run/<socket> instead.
 set -eu
-if [ $# -ne 2 ]; then
-  echo "usage: $0 FAULTD_BINARY DEST" >&2
+if [ $# -ne 2 ] && [ $# -ne 3 ]; then
+  echo "usage: $0 FAULTD_BINARY DEST [BYTEMAN_DIR]" >&2
   exit 64
 fi
 bin=$1
 dest=$2
+byteman=${3:-}
 [ -x "$bin" ] || { echo "assemble-rootfs: $bin is not an executable file" >&2; exit 1; }
 
 mkdir -p "$dest/usr/local/bin" "$dest/etc" "$dest/run" "$dest/var/lib/faultd" "$dest/tmp"
@@ -60,3 +63,13 @@ ln -sfn /host-run/docker.sock "$dest/run/docker.sock"
 ln -sfn /host-run/netns "$dest/run/netns"
 mkdir -p "$dest/var"
 ln -sfn /run "$dest/var/run"
+
+if [ -n "$byteman" ]; then
+  [ -f "$byteman/byteman.jar" ] || { echo "assemble-rootfs: $byteman has no byteman.jar" >&2; exit 1; }
+  mkdir -p "$dest/opt/faultd/byteman"
+  for f in "$byteman"/*.jar "$byteman"/LICENSE* "$byteman"/COPYING*; do
+    [ -f "$f" ] || continue
+    cp "$f" "$dest/opt/faultd/byteman/"
+    chmod 0644 "$dest/opt/faultd/byteman/$(basename "$f")"
+  done
+fi

@@ -153,6 +153,9 @@ def test_context_copies_exist_and_are_not_dockerignored(stages):
             if "from" in opts:
                 continue
             for src in srcs:
+                if src.startswith("https://"):
+                    assert instr == "ADD", f"{instr} {src}: only ADD fetches URLs"
+                    continue
                 path = REPO / src
                 assert path.exists(), f"COPY {src}: not in the repository"
                 assert not ignored(src, patterns), f"COPY {src}: excluded by .dockerignore"
@@ -403,3 +406,36 @@ def test_faultd_starts_from_the_image_with_the_charts_command_line(scratch_rootf
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     assert proc.returncode == 0, f"faultd exited {proc.returncode} on SIGTERM:\n{log_path.read_text()}"
+
+
+def test_byteman_jars_ship_without_a_jre(stages, tmp_path):
+    """JVMChaos: the rootfs stage fetches Chaos Mesh's Byteman distribution and passes its jars
+    to assemble-rootfs.sh, which puts them (and only them, with their licence) under
+    /opt/faultd/byteman (faultd's --byteman-dir default); nothing of a JRE is in the image."""
+    rootfs_stage = stage(stages, "rootfs")
+    adds = [copy_args(a) for i, a in rootfs_stage["instructions"] if i == "ADD"]
+    assert any(src.startswith("https://mirrors.chaos-mesh.org/") and src.endswith(".tar.gz")
+               for _, srcs, _ in adds for src in srcs), adds
+    runs = " ".join(a for i, a in rootfs_stage["instructions"] if i == "RUN")
+    assert "assemble-rootfs.sh /staging/faultd /rootfs /staging/byteman" in runs
+    if not FAULTD_BIN.is_file():
+        pytest.fail(f"{FAULTD_BIN.relative_to(REPO)} does not exist: run `cargo build --release` first")
+    jars = tmp_path / "byteman"
+    jars.mkdir()
+    (jars / "byteman.jar").write_bytes(b"PK\x03\x04 agent")
+    (jars / "byteman-helper.jar").write_bytes(b"PK\x03\x04 helper")
+    (jars / "LICENSE.txt").write_text("LGPL-2.1")
+    (jars / "README").write_text("not copied")
+    dest = tmp_path / "rootfs"
+    out = subprocess.run(["sh", str(ASSEMBLE), str(FAULTD_BIN), str(dest), str(jars)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    shipped = sorted(p.name for p in (dest / "opt/faultd/byteman").iterdir())
+    assert shipped == ["LICENSE.txt", "byteman-helper.jar", "byteman.jar"], shipped
+    for p in dest.rglob("*"):
+        assert p.name not in ("java", "libjvm.so", "rt.jar", "modules"), f"JRE file in the image: {p}"
+    # Without a byteman.jar the assembly fails instead of shipping a JVMChaos that cannot work.
+    (jars / "byteman.jar").unlink()
+    out = subprocess.run(["sh", str(ASSEMBLE), str(FAULTD_BIN), str(tmp_path / "r2"), str(jars)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "byteman.jar" in out.stderr

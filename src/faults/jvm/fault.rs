@@ -275,8 +275,12 @@ impl Effect for JvmFault {
                     net: &net,
                     port: f.port,
                 };
-                // Refused: no listener, so no rules (the agent never loaded).
-                l.delete(&f.script, &f.rule).map(drop)
+                // Nothing listening, or something that is not Byteman (a port found taken):
+                // no rules of ours there, and nothing is sent to it.
+                match l.probe()? {
+                    PortState::Byteman(_) => l.delete(&f.script, &f.rule).map(drop),
+                    PortState::Free | PortState::Other(_) => Ok(()),
+                }
             })
             .await
         })
@@ -293,6 +297,9 @@ impl Effect for JvmFault {
                     net: &net,
                     port: f.port,
                 };
+                if !matches!(l.probe()?, PortState::Byteman(_)) {
+                    return Ok(true);
+                }
                 Ok(match l.list()? {
                     None => true,
                     Some(list) => byteman::listed(&list, &f.names).is_empty(),

@@ -204,6 +204,14 @@ pub fn run(a: &WorkerArgs) -> i32 {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let pidfd =
         unsafe { libc::syscall(libc::SYS_pidfd_open, a.target_pid as libc::c_int, 0) } as i32;
+    // (Read while capabilities are held.) Children see a parent outside their pid namespace as pid 0; a target in the worker's
+    // own pid namespace (a host process, a hostPID container) leaves them beside it.
+    let own_pid_ns = {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+        let own = ino("/proc/self/ns/pid");
+        own.is_some() && own == ino(&format!("/proc/{}/ns/pid", a.target_pid))
+    };
     if a.enter_pid_ns {
         let ns = match std::fs::File::open(format!("/proc/{}/ns/pid", a.target_pid)) {
             Ok(f) => f,
@@ -236,8 +244,11 @@ pub fn run(a: &WorkerArgs) -> i32 {
     if let Err(e) = crate::privilege::drop_all() {
         return fail(&mut ready, format!("dropping privileges: {e}"));
     }
-    // Children see a parent outside their pid namespace as pid 0.
-    let expected_ppid = if a.enter_pid_ns { 0 } else { worker_pid as i32 };
+    let expected_ppid = if a.enter_pid_ns && !own_pid_ns {
+        0
+    } else {
+        worker_pid as i32
+    };
     let mut children: Vec<i32> = Vec::with_capacity(a.workers as usize);
     for i in 0..a.workers {
         // SAFETY: the worker is single-threaded, so the child may run arbitrary code.
