@@ -498,7 +498,14 @@ impl Daemon {
             self.client.install_jvm_rules(req.clone()),
         )
         .await;
-        eprintln!("InstallJVMRules answered in {:?}: {r:?}", t0.elapsed());
+        eprintln!(
+            "InstallJVMRules answered in {:?}: {}",
+            t0.elapsed(),
+            r.as_ref().map_or_else(
+                |e| format!("{:?} {}", e.code(), e.message()),
+                |_| "OK".into()
+            )
+        );
         r.unwrap_or_else(|e| panic!("InstallJVMRules {req:?}: {e:?}"));
     }
 
@@ -509,7 +516,14 @@ impl Daemon {
             self.client.uninstall_jvm_rules(req.clone()),
         )
         .await;
-        eprintln!("UninstallJVMRules answered in {:?}: {r:?}", t0.elapsed());
+        eprintln!(
+            "UninstallJVMRules answered in {:?}: {}",
+            t0.elapsed(),
+            r.as_ref().map_or_else(
+                |e| format!("{:?} {}", e.code(), e.message()),
+                |_| "OK".into()
+            )
+        );
         r.unwrap_or_else(|e| panic!("UninstallJVMRules {req:?}: {e:?}"));
     }
 }
