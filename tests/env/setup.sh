@@ -9,6 +9,9 @@
 #                                  with /bin/clockreport (tests/env/ctr/clockreport.c, gcc -static)
 #   clockreport                    the same static binary, for the VM tier and the bench
 #   ioprobe                        the IOChaos test target (tests/env/ctr/ioprobe.c), also /bin/ioprobe
+#   byteman/byteman.jar            Byteman's self-contained agent jar (Debian's libbyteman-java: apt-get
+#                                  download + dpkg-deb -x, NOT installed), for faultd --byteman-dir
+#   java/Target.class              the JVMChaos test target (tests/env/java/Target.java, JDK 17 javac)
 # and installs the apt packages the tiers need (only the missing ones; note: qemu-system-x86
 # replaces a preinstalled bookworm-backports qemu-utils on some machines, which is fine). The
 # packaged services (containerd, docker) are not started by the install: the tiers start private
@@ -26,7 +29,8 @@ exec 8>"$CACHE/.setup.lock"
 flock -n 8 || { log "waiting for another setup.sh"; flock 8; }
 
 PACKAGES=(qemu-system-x86 busybox-static kmod cpio containerd runc stress-ng nftables iputils-ping
-          iproute2 e2fsprogs python3 util-linux coreutils gzip curl openssl docker.io gcc libc6-dev)
+          iproute2 e2fsprogs python3 util-linux coreutils gzip curl openssl docker.io gcc libc6-dev
+          openjdk-17-jdk-headless)
 APT_UPDATED=
 apt_update() { [ -n "$APT_UPDATED" ] || { apt-get update -qq; APT_UPDATED=1; }; }
 
@@ -92,5 +96,36 @@ if [ ! -f "$IMG" ] || [ "$ENV_DIR/ctr/mk-oci-image.py" -nt "$IMG" ] || [ /bin/bu
   mv -f "$IMG.tmp" "$IMG"
 else
   log "test image cached"
+fi
+
+# --- JVMChaos: Byteman's agent jar and the Java test target --------------------------------------
+BM=$CACHE/byteman
+if [ -s "$BM/byteman.jar" ]; then
+  log "byteman cached"
+else
+  log "fetching libbyteman-java"
+  rm -rf "$BM.tmp"; mkdir -p "$BM.tmp"
+  (cd "$BM.tmp" && apt-get download -qq -o APT::Sandbox::User=root libbyteman-java) || {
+    apt_update; (cd "$BM.tmp" && apt-get download -qq -o APT::Sandbox::User=root libbyteman-java); }
+  BMVER=$(dpkg-deb -f "$BM.tmp"/libbyteman-java_*.deb Version)
+  dpkg-deb -x "$BM.tmp"/libbyteman-java_*.deb "$BM.tmp/root"
+  # byteman.jar is the shaded agent (ASM and java_cup inside, Agent-Class in its manifest)
+  JAR=$(find "$BM.tmp/root/usr/share/java" -name byteman.jar | head -n1)
+  [ -n "$JAR" ] || { echo "setup: no byteman.jar in libbyteman-java" >&2; exit 1; }
+  mkdir -p "$BM"
+  cp -L "$JAR" "$BM/byteman.jar.tmp"; mv -f "$BM/byteman.jar.tmp" "$BM/byteman.jar"
+  rm -rf "$BM.tmp"
+  log "byteman $BMVER extracted"
+fi
+
+JDK=/usr/lib/jvm/java-17-openjdk-amd64
+JCLS=$CACHE/java
+if [ ! -f "$JCLS/Target.class" ] || [ "$ENV_DIR/java/Target.java" -nt "$JCLS/Target.class" ]; then
+  rm -rf "$JCLS.tmp"; mkdir -p "$JCLS.tmp"
+  "$JDK/bin/javac" -d "$JCLS.tmp" "$ENV_DIR/java/Target.java"
+  rm -rf "$JCLS"; mv "$JCLS.tmp" "$JCLS"
+  log "java test target compiled"
+else
+  log "java test target cached"
 fi
 log "done (kernel $KVER)"
