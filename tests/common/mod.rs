@@ -11,6 +11,7 @@ pub mod docker;
 pub mod host;
 pub mod http;
 pub mod io;
+pub mod jvm;
 pub mod stats;
 pub mod upstream;
 
