@@ -108,7 +108,7 @@ pub struct DaemonConfig {
 
     /// Directory of Byteman's jars for JVMChaos: byteman.jar (the agent), optionally
     /// byteman-helper.jar and chaos-agent.jar (Chaos Mesh's helpers).
-    #[arg(long, env = "FAULTD_BYTEMAN_DIR", default_value = crate::faults::jvm::DEFAULT_BYTEMAN_DIR)]
+    #[arg(long, env = "FAULTD_BYTEMAN_DIR", default_value = "/opt/faultd/byteman")]
     pub byteman_dir: PathBuf,
 }
 
@@ -218,6 +218,8 @@ mod tests {
     #[test]
     fn defaults_match_upstream_ports() {
         let d = parse(&["--insecure"]).unwrap().daemon;
+        // Where the image puts Byteman's jars (deploy/image/assemble-rootfs.sh).
+        assert_eq!(d.byteman_dir, PathBuf::from("/opt/faultd/byteman"));
         assert_eq!((d.grpc_port, d.http_port), (31767, 31766));
         assert_eq!(d.containerd_ns, "k8s.io");
         assert_eq!(d.max_fault_duration, Duration::from_secs(24 * 3600));

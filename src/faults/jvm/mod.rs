@@ -87,7 +87,7 @@ pub fn byteman_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_BYTEMAN_DIR))
 }
 
-/// The image's Byteman directory.
+/// The image's Byteman directory (`--byteman-dir`'s default in `config.rs`).
 pub const DEFAULT_BYTEMAN_DIR: &str = "/opt/faultd/byteman";
 
 /// The jars of the Byteman directory: the agent first, then the helper jars that exist.
