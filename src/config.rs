@@ -108,7 +108,11 @@ pub struct DaemonConfig {
 
     /// Directory of Byteman's jars for JVMChaos: byteman.jar (the agent), optionally
     /// byteman-helper.jar and chaos-agent.jar (Chaos Mesh's helpers).
-    #[arg(long, env = "FAULTD_BYTEMAN_DIR", default_value = "/opt/faultd/byteman")]
+    #[arg(
+        long,
+        env = "FAULTD_BYTEMAN_DIR",
+        default_value = "/opt/faultd/byteman"
+    )]
     pub byteman_dir: PathBuf,
 }
 

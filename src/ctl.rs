@@ -206,6 +206,26 @@ pub enum CtlCommand {
     },
 }
 
+/// A faultd.v1 `ApplyFault` for a `--container`/`--pid` subcommand: one of the two is required;
+/// `fault` builds the body from the container id (empty with `--pid`).
+fn container_fault(
+    container: &Option<String>,
+    pid: &Option<u32>,
+    ttl: &Duration,
+    lease: &Option<String>,
+    fault: impl FnOnce(String) -> Result<api::apply_fault_request::Fault, CtlError>,
+) -> Result<api::ApplyFaultRequest, CtlError> {
+    if container.is_none() && pid.is_none() {
+        return Err(CtlError::Usage("--container or --pid is required".into()));
+    }
+    Ok(api::ApplyFaultRequest {
+        ttl_seconds: ttl.as_secs().max(1),
+        lease_id: lease.clone().unwrap_or_default(),
+        target_pid: pid.unwrap_or(0),
+        fault: Some(fault(container.clone().unwrap_or_default())?),
+    })
+}
+
 /// A flag's value, or the contents of the file it names with a leading `@`.
 fn inline_or_file(v: &str) -> Result<String, CtlError> {
     match v.strip_prefix('@') {
@@ -580,22 +600,16 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
             ttl,
             lease,
         } => {
-            if container.is_none() && pid.is_none() {
-                return Err(CtlError::Usage("--container or --pid is required".into()));
-            }
-            let req = api::ApplyFaultRequest {
-                ttl_seconds: ttl.as_secs().max(1),
-                lease_id: lease.clone().unwrap_or_default(),
-                target_pid: pid.unwrap_or(0),
-                fault: Some(api::apply_fault_request::Fault::SetDnsServer(
+            let req = container_fault(container, pid, ttl, lease, |container_id| {
+                Ok(api::apply_fault_request::Fault::SetDnsServer(
                     pb::SetDnsServerRequest {
-                        container_id: container.clone().unwrap_or_default(),
+                        container_id,
                         dns_server: server.clone(),
                         enable: true,
                         enter_ns: true,
                     },
-                )),
-            };
+                ))
+            })?;
             let f = faults.apply_fault(req).await?.into_inner();
             print_faults(args.output, &[f]);
         }
@@ -607,29 +621,23 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
             ttl,
             lease,
         } => {
-            if container.is_none() && pid.is_none() {
-                return Err(CtlError::Usage("--container or --pid is required".into()));
-            }
             // As the controller sends it: truncating division, both parts carry the sign.
             let (sec, nsec) = (
                 (*offset / 1_000_000_000) as i64,
                 (*offset % 1_000_000_000) as i64,
             );
-            let req = api::ApplyFaultRequest {
-                ttl_seconds: ttl.as_secs().max(1),
-                lease_id: lease.clone().unwrap_or_default(),
-                target_pid: pid.unwrap_or(0),
-                fault: Some(api::apply_fault_request::Fault::SetTimeOffset(
+            let req = container_fault(container, pid, ttl, lease, |container_id| {
+                Ok(api::apply_fault_request::Fault::SetTimeOffset(
                     pb::TimeRequest {
-                        container_id: container.clone().unwrap_or_default(),
+                        container_id,
                         sec,
                         nsec,
                         clk_ids_mask: *clocks,
                         uid: format!("faultd-ctl-{}", uuid::Uuid::new_v4().simple()),
                         pod_container_name: String::new(),
                     },
-                )),
-            };
+                ))
+            })?;
             let f = faults.apply_fault(req).await?.into_inner();
             print_faults(args.output, &[f]);
         }
@@ -642,18 +650,12 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
             ttl,
             lease,
         } => {
-            if container.is_none() && pid.is_none() {
-                return Err(CtlError::Usage("--container or --pid is required".into()));
-            }
-            let req = api::ApplyFaultRequest {
-                ttl_seconds: ttl.as_secs().max(1),
-                lease_id: lease.clone().unwrap_or_default(),
-                target_pid: pid.unwrap_or(0),
-                fault: Some(api::apply_fault_request::Fault::ApplyHttpChaos(
+            let req = container_fault(container, pid, ttl, lease, |container_id| {
+                Ok(api::apply_fault_request::Fault::ApplyHttpChaos(
                     pb::ApplyHttpChaosRequest {
                         rules: inline_or_file(rules)?,
                         proxy_ports: ports.iter().map(|p| u32::from(*p)).collect(),
-                        container_id: container.clone().unwrap_or_default(),
+                        container_id,
                         enter_ns: true,
                         tls: if tls.is_empty() {
                             String::new()
@@ -662,8 +664,8 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
                         },
                         ..Default::default()
                     },
-                )),
-            };
+                ))
+            })?;
             let f = faults.apply_fault(req).await?.into_inner();
             print_faults(args.output, &[f]);
         }
@@ -675,22 +677,16 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
             ttl,
             lease,
         } => {
-            if container.is_none() && pid.is_none() {
-                return Err(CtlError::Usage("--container or --pid is required".into()));
-            }
-            let req = api::ApplyFaultRequest {
-                ttl_seconds: ttl.as_secs().max(1),
-                lease_id: lease.clone().unwrap_or_default(),
-                target_pid: pid.unwrap_or(0),
-                fault: Some(api::apply_fault_request::Fault::InstallJvmRules(
+            let req = container_fault(container, pid, ttl, lease, |container_id| {
+                Ok(api::apply_fault_request::Fault::InstallJvmRules(
                     pb::InstallJvmRulesRequest {
-                        container_id: container.clone().unwrap_or_default(),
+                        container_id,
                         rule: inline_or_file(rule)?,
                         port: i32::from(*port),
                         enter_ns: true,
                     },
-                )),
-            };
+                ))
+            })?;
             let f = faults.apply_fault(req).await?.into_inner();
             print_faults(args.output, &[f]);
         }
@@ -702,23 +698,17 @@ async fn run_inner(args: &CtlArgs) -> Result<(), CtlError> {
             ttl,
             lease,
         } => {
-            if container.is_none() && pid.is_none() {
-                return Err(CtlError::Usage("--container or --pid is required".into()));
-            }
-            let req = api::ApplyFaultRequest {
-                ttl_seconds: ttl.as_secs().max(1),
-                lease_id: lease.clone().unwrap_or_default(),
-                target_pid: pid.unwrap_or(0),
-                fault: Some(api::apply_fault_request::Fault::ApplyIoChaos(
+            let req = container_fault(container, pid, ttl, lease, |container_id| {
+                Ok(api::apply_fault_request::Fault::ApplyIoChaos(
                     pb::ApplyIoChaosRequest {
                         actions: inline_or_file(actions)?,
                         volume: volume.clone(),
-                        container_id: container.clone().unwrap_or_default(),
+                        container_id,
                         enter_ns: true,
                         ..Default::default()
                     },
-                )),
-            };
+                ))
+            })?;
             let f = faults.apply_fault(req).await?.into_inner();
             print_faults(args.output, &[f]);
         }
