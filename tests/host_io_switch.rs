@@ -46,6 +46,23 @@ fn helper_process() {
         .unwrap();
     let mut three = [0u8; 3];
     std::io::Read::read_exact(&mut f, &mut three).unwrap();
+    // A private and a shared read-only mapping of the file.
+    let map = |flags: libc::c_int| {
+        // SAFETY: a new read-only mapping of an open file; never unmapped while in use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                flags,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p as usize
+    };
+    let (private, shared) = (map(libc::MAP_PRIVATE), map(libc::MAP_SHARED));
     std::env::set_current_dir(&dir).unwrap();
     let dev = std::fs::metadata(&dir).unwrap().dev();
     println!("READY {} {dev}", f.as_raw_fd());
@@ -65,6 +82,20 @@ fn helper_process() {
             "cwd" => {
                 let s = std::fs::read_to_string("f").unwrap();
                 println!("CWD {s}");
+            }
+            "map" => {
+                // SAFETY: both mappings are 4096 readable bytes, alive for the process's life.
+                let (a, b) = unsafe {
+                    (
+                        std::slice::from_raw_parts(private as *const u8, 8),
+                        std::slice::from_raw_parts(shared as *const u8, 8),
+                    )
+                };
+                println!(
+                    "MAP {} {}",
+                    String::from_utf8_lossy(a),
+                    String::from_utf8_lossy(b)
+                );
             }
             "slowread" => {
                 // Through whatever is mounted on the directory now (a delayed layer).
@@ -198,8 +229,9 @@ fn open_files_and_the_working_directory_move_to_the_filesystem_stacked_on_top() 
         &format!("{dir}/f"),
     ]);
     let _ = std::fs::remove_file(&src);
-    // The helper still reaches the old file through its descriptor and its cwd.
+    // The helper still reaches the old file through its descriptor, its cwd and its mappings.
     assert_eq!(h.ask("cwd", "CWD "), "CWD AAAAAAAA");
+    assert_eq!(h.ask("map", "MAP "), "MAP AAAAAAAA AAAAAAAA");
 
     let moved =
         faultd::faults::io::switch::switch(pid, old_dev, Duration::from_millis(50)).unwrap();
@@ -208,6 +240,9 @@ fn open_files_and_the_working_directory_move_to_the_filesystem_stacked_on_top() 
         moved.files, moved.cwd, moved.stopped, moved.skipped
     );
     assert!(moved.files >= 1 && moved.cwd, "{moved:?}");
+    // Both mappings now show the new file, at the same addresses.
+    assert_eq!(moved.mappings, 2, "{moved:?}");
+    assert_eq!(h.ask("map", "MAP "), "MAP BBBBBBBB BBBBBBBB");
     // Same descriptor number, same offset (3), new file: reads continue at 3 in "BBBBBBBB".
     assert_eq!(h.ask("read2", "READ "), "READ BB 5");
     assert_eq!(h.ask("cwd", "CWD "), "CWD BBBBBBBB");

@@ -63,9 +63,10 @@
 //! | `fuse.rs`, `ops.rs` | the `fuser::Filesystem` with the injectors hooked in (which operation asks what: `fuse.rs` docs), delayed operations handed to `delay.rs` |
 //! | `passthrough.rs`, `inodes.rs` | every operation relative to the held root descriptor (`*at` calls, `/proc/self/fd` re-opens), node ids ↔ `(st_dev, st_ino)` with `O_PATH` descriptors counted by lookups |
 //!
-//! Step 3a, `switch.rs`: moving the files and working directories processes already hold on
-//! the volume onto the layer (and back), one ptrace stop per process. Not here yet: the
-//! fault's journal record and `Effect`, the RPC and `faultd ctl`.
+//! Step 3, the fault: `switch.rs` moves the files, working directories and file mappings
+//! processes already hold on the volume onto the layer (and back), one bounded ptrace stop per
+//! process; `live.rs` keeps the layers this process serves and repairs them after a crash;
+//! `fault.rs` is the journaled `IoFault` and the `ApplyIOChaos` use case.
 pub mod actions;
 pub mod delay;
 pub mod fault;

@@ -10,8 +10,11 @@
 //! kept); the working directory is re-entered with `chdir`. The stop is measured, and a process
 //! is let go as soon as its budget is spent: whatever is left is reported, never forced.
 //!
-//! Not moved (reported): deleted files (no path to re-open), paths longer than a page, and file
-//! mappings (re-mapping them in place would drop a private mapping's modified pages).
+//! File mappings move too: the file is mapped again by its path at an address the kernel picks
+//! (so a mapping the new file system refuses leaves the old one untouched), then `mremap`
+//! puts it over the old range in one step; a shared mapping is `msync`ed first. Not moved
+//! (reported): deleted files (no path to re-open), paths longer than a page, and private
+//! writable mappings (re-mapping them would drop their modified pages).
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,8 +70,67 @@ pub struct Holdings {
     pub files: Vec<OpenFile>,
     /// The working directory, when it is on the filesystem.
     pub cwd: Option<String>,
-    /// File mappings on the filesystem (`/proc/<pid>/maps` lines).
-    pub mappings: Vec<String>,
+    /// File mappings on the filesystem.
+    pub mappings: Vec<Mapping>,
+}
+
+/// One file mapping (a `/proc/<pid>/maps` line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// `PROT_*` of the mapping.
+    pub prot: i32,
+    pub shared: bool,
+    pub offset: u64,
+    /// The path to map again (as the process sees it); `None` when there is none (deleted).
+    pub path: Option<String>,
+    /// The line as the kernel showed it.
+    pub line: String,
+}
+
+impl Mapping {
+    /// Parses a `maps` line's fields (the path is set by the caller).
+    pub fn parse(line: &str) -> Option<(Mapping, String)> {
+        let mut f = line.split_whitespace();
+        let (start, end) = f.next()?.split_once('-')?;
+        let perms = f.next()?.as_bytes();
+        let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+        let _dev = f.next()?;
+        let _ino = f.next()?;
+        // The path is the rest of the line (it may contain spaces).
+        let idx = line.find('/')?;
+        let shown = line[idx..].to_string();
+        if perms.len() < 4 {
+            return None;
+        }
+        let mut prot = 0;
+        if perms[0] == b'r' {
+            prot |= libc::PROT_READ;
+        }
+        if perms[1] == b'w' {
+            prot |= libc::PROT_WRITE;
+        }
+        if perms[2] == b'x' {
+            prot |= libc::PROT_EXEC;
+        }
+        Some((
+            Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                prot,
+                shared: perms[3] == b's',
+                offset,
+                path: None,
+                line: line.to_string(),
+            },
+            shown,
+        ))
+    }
+
+    fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
 }
 
 impl Holdings {
@@ -84,6 +146,8 @@ pub struct Moved {
     pub files: usize,
     /// The descriptors moved.
     pub fds: Vec<i32>,
+    /// File mappings moved.
+    pub mappings: usize,
     pub cwd: bool,
     pub stopped: Duration,
     /// What was left where it was, and why.
@@ -286,16 +350,24 @@ pub fn holdings_of(pid: u32, src: &Source<'_>) -> Result<Holdings, SwitchError> 
     }
     let maps = std::fs::read_to_string(format!("{base}/maps")).map_err(|e| gone(e, "maps"))?;
     let dev_s = maps_dev(dev);
+    // With a mount id, like the working directory, the path under the volume decides (an
+    // overlayfs mapping shows the device of the layer below).
+    let by_path = src.mnt_id.is_some() && src.under.is_some();
     h.mappings = maps
         .lines()
-        .filter(|l| {
-            let mut f = l.split_whitespace();
-            f.nth(3) == Some(dev_s.as_str())
-                && f.nth(1).is_some_and(|p| {
-                    src.under.is_none() || own(p).and_then(|p| src.map(&p)).is_some()
-                })
+        .filter(|l| by_path || l.split_whitespace().nth(3) == Some(dev_s.as_str()))
+        .filter_map(Mapping::parse)
+        .filter_map(|(mut m, shown)| {
+            m.path = match shown.strip_suffix(" (deleted)") {
+                // Reported (when it is the source's), never mapped again.
+                Some(p) => {
+                    own(p).and_then(|p| src.map(&p))?;
+                    None
+                }
+                None => Some(own(&shown).and_then(|p| src.map(&p))?),
+            };
+            Some(m)
         })
-        .map(str::to_string)
         .collect();
     Ok(h)
 }
@@ -332,9 +404,7 @@ pub fn switch_from(
         pid,
         ..Default::default()
     };
-    out.skipped
-        .extend(h.mappings.iter().map(|m| format!("mapping {m}")));
-    if h.files.is_empty() && h.cwd.is_none() {
+    if h.is_empty() {
         return Ok(out);
     }
     let traced = |e: PtraceError| match e {
@@ -497,8 +567,119 @@ fn move_all(
             }
         }
     }
+    for m in &h.mappings {
+        if t.stopped_for() > budget {
+            out.skipped
+                .push(format!("mapping {} (stop budget spent)", m.line));
+            continue;
+        }
+        match remap(t, pid, page, m, &put_path)? {
+            Ok(()) => out.mappings += 1,
+            Err(why) => out.skipped.push(format!("mapping {}: {why}", m.line)),
+        }
+    }
     t.munmap(page, PAGE).map_err(traced)?;
     Ok(())
+}
+
+/// Maps `m`'s file again by its path and puts the new mapping over the old range. The outer
+/// error is ptrace's (the process cannot be worked on); the inner one is why this mapping stays.
+fn remap(
+    t: &mut Traced,
+    pid: u32,
+    page: u64,
+    m: &Mapping,
+    put_path: &dyn Fn(&Traced, &str) -> Result<bool, SwitchError>,
+) -> Result<Result<(), String>, SwitchError> {
+    let traced = |e: PtraceError| SwitchError::Ptrace { pid, source: e };
+    let Some(path) = &m.path else {
+        return Ok(Err("deleted file".into()));
+    };
+    if !m.shared && m.prot & libc::PROT_WRITE != 0 {
+        return Ok(Err(
+            "private writable (its modified pages would be lost)".into()
+        ));
+    }
+    if !put_path(t, path)? {
+        return Ok(Err("path too long".into()));
+    }
+    let mode = if m.shared && m.prot & libc::PROT_WRITE != 0 {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    let r = t
+        .syscall(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                page,
+                (mode | libc::O_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+        .map_err(traced)?;
+    let fd = match remote(pid, format!("openat {path}"), r) {
+        Ok(fd) => fd as u64,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let close = |t: &mut Traced| {
+        t.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0])
+            .map(drop)
+            .map_err(traced)
+    };
+    if m.shared {
+        // Dirty pages of the old mapping reach the file before the new one reads it.
+        let r = t
+            .syscall(
+                libc::SYS_msync,
+                [m.start, m.len(), libc::MS_SYNC as u64, 0, 0, 0],
+            )
+            .map_err(traced)?;
+        if let Err(e) = remote(pid, "msync".into(), r) {
+            close(t)?;
+            return Ok(Err(e.to_string()));
+        }
+    }
+    let flags = if m.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let r = t
+        .syscall(
+            libc::SYS_mmap,
+            [0, m.len(), m.prot as u64, flags as u64, fd, m.offset],
+        )
+        .map_err(traced)?;
+    close(t)?;
+    let new = match remote(pid, format!("mmap {path}"), r) {
+        Ok(a) => a as u64,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let r = t
+        .syscall(
+            libc::SYS_mremap,
+            [
+                new,
+                m.len(),
+                m.len(),
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                m.start,
+                0,
+            ],
+        )
+        .map_err(traced)?;
+    match remote(pid, "mremap".into(), r) {
+        Ok(_) => Ok(Ok(())),
+        Err(e) => {
+            t.syscall(libc::SYS_munmap, [new, m.len(), 0, 0, 0, 0])
+                .map_err(traced)?;
+            Ok(Err(e.to_string()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -513,6 +694,22 @@ mod tests {
         // O_CLOEXEC and O_RDWR survive the mask; O_CREAT and O_TRUNC do not.
         let f = libc::O_RDWR | libc::O_CLOEXEC | libc::O_CREAT | libc::O_TRUNC;
         assert_eq!(f & KEEP, libc::O_RDWR | libc::O_CLOEXEC);
+    }
+
+    #[test]
+    fn maps_lines_parse_with_spaces_in_paths() {
+        let (m, shown) =
+            Mapping::parse("7f00a000-7f00c000 r--s 00001000 fd:01 1234   /data/my file.bin")
+                .unwrap();
+        assert_eq!((m.start, m.end, m.offset), (0x7f00a000, 0x7f00c000, 0x1000));
+        assert_eq!((m.prot, m.shared), (libc::PROT_READ, true));
+        assert_eq!(shown, "/data/my file.bin");
+        let (p, _) = Mapping::parse("1000-2000 rw-p 00000000 00:2a 9 /x (deleted)").unwrap();
+        assert_eq!(
+            (p.prot, p.shared),
+            (libc::PROT_READ | libc::PROT_WRITE, false)
+        );
+        assert!(Mapping::parse("7ffd-7ffe rw-p 00000000 00:00 0 [stack]").is_none());
     }
 
     #[test]
