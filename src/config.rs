@@ -106,6 +106,12 @@ pub struct DaemonConfig {
     #[arg(long, env = "FAULTD_ALLOW_UNBOUNDED_MEMORY_STRESS")]
     pub allow_unbounded_memory_stress: bool,
 
+    /// Let IOChaos stack its layer on a volume whose mount is shared (`shared:` in mountinfo):
+    /// the layer then propagates to the mount's peers (upstream always lets it). Off: such a
+    /// volume is FAILED_PRECONDITION.
+    #[arg(long, env = "FAULTD_IO_ALLOW_SHARED_VOLUMES")]
+    pub io_allow_shared_volumes: bool,
+
     /// Directory of Byteman's jars for JVMChaos: byteman.jar (the agent), optionally
     /// byteman-helper.jar and chaos-agent.jar (Chaos Mesh's helpers).
     #[arg(

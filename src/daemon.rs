@@ -125,6 +125,7 @@ impl Daemon {
         // The journal lock comes first: a second daemon on the same state dir stops here.
         let metrics = Arc::new(Metrics::new());
         crate::faults::jvm::set_byteman_dir(config.byteman_dir.clone());
+        crate::faults::io::live::set_allow_shared(config.io_allow_shared_volumes);
         let engine = FaultEngine::open(&state_dir, config.max_fault_duration, metrics.clone())?;
 
         let admin_path = config.admin_socket();

@@ -326,3 +326,43 @@ async fn doctor_reports_and_fixes_a_layer_no_fault_accounts_for() {
     );
     d.proc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host tier: needs root, /dev/fuse and the test containerd; run by tests/run-all.sh"]
+async fn a_shared_volume_is_refused_unless_the_daemon_allows_it() {
+    // A layer on a shared volume propagates to its peers, which include the test containerd's
+    // mount namespace: only ever in a private one (tests/run-all.sh runs tier 2 in one), never
+    // the host's.
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(
+        ns("self"),
+        ns("1"),
+        "run this test in a private mount namespace (tests/run-all.sh does)"
+    );
+    let t = Target::start_with("io-shared", "rshared").await;
+    assert!(
+        t.mountinfo()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some("/data") && l.contains(" shared:")),
+        "the test volume is not shared:\n{}",
+        t.mountinfo()
+    );
+    let state = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(state.path()).await;
+    let e = d.apply(&t, &latency(50, &["read"])).await.unwrap_err();
+    eprintln!("shared volume: {e:?}");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("shared"), "{e:?}");
+    assert!(!t.has_layer());
+    d.proc.shutdown().await;
+
+    let mut d = Daemon::start_with(state.path(), &["--io-allow-shared-volumes"]).await;
+    d.apply(&t, &latency(50, &["read"])).await.unwrap();
+    assert!(t.has_layer() && t.held_on_layer(), "{}", t.mountinfo());
+    let s = t.next(t.last_seq(), 2).await;
+    assert!(s.iter().all(|x| x.held.0 >= 50_000), "{s:?}");
+    d.apply(&t, "[]").await.unwrap();
+    assert!(!t.has_layer());
+    t.on_disk_unchanged("after recover");
+    d.proc.shutdown().await;
+}

@@ -32,11 +32,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(state: &Path) -> Daemon {
+        Daemon::start_with(state, &[]).await
+    }
+
+    /// With more daemon flags.
+    pub async fn start_with(state: &Path, extra: &[&str]) -> Daemon {
         let sock = ctr_sock();
-        let (mut proc, url, _) = DaemonProc::spawn_tcp(
-            state,
-            &["--runtime", "containerd", "--runtime-socket-path", &sock],
-        );
+        let mut args = vec!["--runtime", "containerd", "--runtime-socket-path", &sock];
+        args.extend_from_slice(extra);
+        let (mut proc, url, _) = DaemonProc::spawn_tcp(state, &args);
         let admin = proc.ready().await;
         let client = ChaosDaemonClient::connect(url).await.unwrap();
         Daemon {
@@ -103,13 +107,18 @@ pub struct Target {
 
 impl Target {
     pub async fn start(tag: &str) -> Target {
+        Target::start_with(tag, "rprivate").await
+    }
+
+    /// With the bind mount's propagation (`rprivate`, `rshared`, ...).
+    pub async fn start_with(tag: &str, propagation: &str) -> Target {
         let name = unique(tag);
         let dir = PathBuf::from(format!("/tmp/fdt-io-{name}"));
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("f"), F).unwrap();
         std::fs::write(dir.join("g"), G).unwrap();
         let mount = format!(
-            "type=bind,src={},dst=/data,options=rbind:rw:rprivate",
+            "type=bind,src={},dst=/data,options=rbind:rw:{propagation}",
             dir.display()
         );
         let c = Container::run_argv(

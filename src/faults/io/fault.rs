@@ -349,7 +349,10 @@ pub async fn apply_io_chaos<E: Holds<IoFault>>(
                 })?,
                 volume.clone(),
             );
-            let m = tokio::task::spawn_blocking(move || mount::volume_mount(&ns2, &vol))
+            let opts = mount::StackOptions {
+                allow_shared: live::allow_shared(),
+            };
+            let m = tokio::task::spawn_blocking(move || mount::volume_mount(&ns2, &vol, opts))
                 .await
                 .map_err(|e| IoError::Fuse {
                     what: "worker",

@@ -15,6 +15,18 @@ use super::switch::{self, Moved, Source};
 use super::{layers_at, mount, Injector, IoError, IoLayer, LayerOptions};
 use crate::ns::{Namespace, NsId};
 
+static ALLOW_SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a layer may go on a `shared:` volume mount (`--io-allow-shared-volumes`: the layer
+/// then propagates to the mount's peers, as upstream's always does).
+pub fn set_allow_shared(allow: bool) {
+    ALLOW_SHARED.store(allow, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn allow_shared() -> bool {
+    ALLOW_SHARED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Stop time one process may take while its files are switched (then the rest is skipped).
 pub const STOP_BUDGET: Duration = Duration::from_millis(100);
 /// How long a switch waits for a process to stop at all before it leaves it as it is.
@@ -113,7 +125,11 @@ pub fn apply(
         l.owner = fault.to_string();
         return Ok(l.report.clone());
     }
-    let layer = IoLayer::mount(ns, volume, injector, LayerOptions::default())?;
+    let opts = LayerOptions {
+        allow_shared: allow_shared(),
+        ..LayerOptions::default()
+    };
+    let layer = IoLayer::mount(ns, volume, injector, opts)?;
     let src = Source {
         dev: volume_dev,
         under: Some(volume),

@@ -273,15 +273,17 @@ fn check_volume(
 }
 
 /// The mount of `volume` in `ns` (a mount namespace) and the device of its files, checked as
-/// [`stack`] checks it (a mount root, not faultd's layer, not shared), touching nothing.
+/// [`stack`] checks it (a mount root, not faultd's layer, not shared unless `opts` allow it),
+/// touching nothing.
 pub fn volume_mount(
     ns: &crate::ns::Namespace,
     volume: &Path,
+    opts: StackOptions,
 ) -> Result<(MountEntry, u64), IoError> {
     let proc = open_proc()?;
     let vol = volume.to_path_buf();
     ns.run(move || {
-        let (root, vm) = check_volume(&ProcView(&proc), &vol, StackOptions::default())?;
+        let (root, vm) = check_volume(&ProcView(&proc), &vol, opts)?;
         let st = nix::sys::stat::fstat(root.as_fd()).map_err(|source| IoError::Volume {
             path: vol.clone(),
             source,
