@@ -339,8 +339,7 @@ async fn a_shared_volume_is_refused_unless_the_daemon_allows_it() {
     let root_private = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some("/"))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
         .is_some_and(|l| !l.contains(" shared:"));
     assert!(
         std::env::var("FAULTD_RUN_ALL_NS").as_deref() == Ok("1") || root_private,
