@@ -7,7 +7,8 @@
 //! 2. `runtime` (container id → process), `engine` (the fault life cycle)
 //! 3. `faults::<kind>` (one module per fault kind: request use case, `Effect`, errors, tests;
 //!    `faults::http` holds HTTPChaos's rules engine and proxy core, `faults::io` IOChaos's
-//!    action model and injectors)
+//!    FUSE layer, `faults::jvm` JVMChaos's attach and Byteman client; shared by kinds:
+//!    `faults::netns`, `faults::target`, `faults::json_list`)
 //! 4. `faults` (the closed `FaultEffect` enum over the kinds), `doctor`
 //! 5. `state` (what every handler shares), `server` (gRPC/HTTP adapters)
 //! 6. `daemon`, `ctl`, `cli`

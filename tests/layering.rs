@@ -35,6 +35,8 @@ const LAYERS: &[&[&str]] = &[
         "faults::time",
         "faults::http",
         "faults::io",
+        "faults::jvm",
+        "faults::json_list",
     ],
     &["faults", "doctor"],
     &["state", "server"],

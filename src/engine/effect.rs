@@ -62,6 +62,27 @@ impl EffectError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(FailureKind::Internal, message)
     }
+
+    /// A fault kind's own error, with the status its `Failure` says.
+    pub fn of(e: impl crate::failure::Failure) -> Self {
+        Self::new(e.failure(), e.to_string())
+    }
+}
+
+/// Runs a fault kind's blocking work (namespace threads, ptrace, sockets) on tokio's blocking
+/// pool, never on a worker; `what` names it if the task itself fails.
+pub async fn blocking<T, E>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, EffectError>
+where
+    T: Send + 'static,
+    E: crate::failure::Failure + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EffectError::internal(format!("{what} worker: {e}")))?
+        .map_err(EffectError::of)
 }
 
 /// What the engine tells a fault kind about the record it belongs to.

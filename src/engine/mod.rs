@@ -16,7 +16,7 @@ mod reconcile;
 pub mod record;
 mod request;
 
-pub use effect::{Durability, Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
+pub use effect::{blocking, Durability, Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
 pub use lease::Lease;
 pub use reconcile::ReconcileReport;
 pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};

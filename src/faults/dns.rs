@@ -158,9 +158,9 @@ impl DnsFault {
         let Some(f) = locate(self.file, &self.holder) else {
             return Ok(()); // no process shows the file: the sandbox is gone, and the file with it
         };
-        let now = f.read_all(MAX_RESOLV_CONF).map_err(to_effect)?;
+        let now = f.read_all(MAX_RESOLV_CONF).map_err(EffectError::of)?;
         if now == self.written {
-            f.rewrite(&self.original).map_err(to_effect)
+            f.rewrite(&self.original).map_err(EffectError::of)
         } else if now == self.original || marker_token(&now).is_some_and(|t| t != self.token) {
             Ok(()) // already restored, or another fault's state replaced this one
         } else {
@@ -173,11 +173,6 @@ impl DnsFault {
             ))
         }
     }
-}
-
-fn to_effect(e: RootfsError) -> EffectError {
-    use crate::failure::Failure;
-    EffectError::new(e.failure(), e.to_string())
 }
 
 impl Effect for DnsFault {
@@ -217,7 +212,7 @@ impl Effect for DnsFault {
                         "no live process shows the resolv.conf any more",
                     )
                 })?;
-                let now = f.read_all(MAX_RESOLV_CONF).map_err(to_effect)?;
+                let now = f.read_all(MAX_RESOLV_CONF).map_err(EffectError::of)?;
                 // The original (first fault of the file) or the content of the fault this one
                 // replaces; anything else changed after faultd read it.
                 if now != me.original && marker_token(&now).is_none() {
@@ -226,7 +221,7 @@ impl Effect for DnsFault {
                         "resolv.conf changed while faultd prepared the fault; try again",
                     ));
                 }
-                f.rewrite(&me.written).map_err(to_effect)?;
+                f.rewrite(&me.written).map_err(EffectError::of)?;
                 Ok(None)
             })
             .await
@@ -250,7 +245,7 @@ impl Effect for DnsFault {
                 let Some(f) = locate(me.file, &me.holder) else {
                     return Ok(true);
                 };
-                Ok(f.read_all(MAX_RESOLV_CONF).map_err(to_effect)? != me.written)
+                Ok(f.read_all(MAX_RESOLV_CONF).map_err(EffectError::of)? != me.written)
             })
             .await
             .map_err(blocking_err)?

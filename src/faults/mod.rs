@@ -8,6 +8,7 @@ pub mod dns;
 pub mod firewall;
 pub mod http;
 pub mod io;
+pub mod json_list;
 pub mod jvm;
 pub mod netns;
 pub mod qdisc;

@@ -154,10 +154,6 @@ pub async fn commit(
     conn::with_socket(ns, move |s| s.commit(op, &batch)).await
 }
 
-fn effect_err(e: FirewallError) -> EffectError {
-    EffectError::new(e.kind(), e.to_string())
-}
-
 /// The fault record's effect: the desired state of one network namespace.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FirewallFault {
@@ -201,8 +197,8 @@ impl Effect for FirewallFault {
                     "the target network namespace is gone",
                 )
             })?;
-            let table = compile(&self.state).map_err(effect_err)?;
-            let batch = nl::apply_batch(&table, &ctx.fault_id).map_err(effect_err)?;
+            let table = compile(&self.state).map_err(EffectError::of)?;
+            let batch = nl::apply_batch(&table, &ctx.fault_id).map_err(EffectError::of)?;
             // One job on the namespace's socket: the batch, then the read-back (the kernel must
             // hold exactly what was written, marked as ours).
             let state = conn::with_socket_holding(&ns, move |s| {
@@ -210,7 +206,7 @@ impl Effect for FirewallFault {
                 s.table_state()
             })
             .await
-            .map_err(effect_err)?;
+            .map_err(EffectError::of)?;
             let (sets, chains) = render::expected_layout(&table, &ctx.fault_id);
             match state {
                 TableState::Present(l)
@@ -245,7 +241,7 @@ impl Effect for FirewallFault {
             // batch as a whole. Absent, or written by another fault (the one that replaced this
             // one): nothing to undo.
             let marker = render::owner_chain(&ctx.fault_id);
-            let batch = nl::delete_owned_batch(&ctx.fault_id).map_err(effect_err)?;
+            let batch = nl::delete_owned_batch(&ctx.fault_id).map_err(EffectError::of)?;
             let deleted = conn::with_socket(&ns, move |s| {
                 if !s.has_chain(&marker)? {
                     return Ok(false);
@@ -257,7 +253,7 @@ impl Effect for FirewallFault {
                 }
             })
             .await
-            .map_err(effect_err)?;
+            .map_err(EffectError::of)?;
             if deleted {
                 // The namespace's last fault ended: its socket may go.
                 conn::release(ns.id());
@@ -274,7 +270,7 @@ impl Effect for FirewallFault {
             let marker = render::owner_chain(&ctx.fault_id);
             let ours = conn::with_socket(&ns, move |s| s.has_chain(&marker))
                 .await
-                .map_err(effect_err)?;
+                .map_err(EffectError::of)?;
             Ok(!ours)
         })
     }

@@ -32,6 +32,7 @@ use serde_json::{Map, Value};
 use super::action::{Actions, Patch, Replace};
 use super::selector::{Pattern, Selector};
 use super::HttpError;
+use crate::faults::json_list::{self, type_name};
 
 /// Whether a rule acts on the request or on the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,22 +51,7 @@ pub struct Rule {
 
 /// Parses and validates the rules; any error names the rule (by index) and the field.
 pub fn parse_rules(json: &str) -> Result<Vec<Rule>, HttpError> {
-    let json = json.trim();
-    if json.is_empty() {
-        return Ok(Vec::new());
-    }
-    let value: Value =
-        serde_json::from_str(json).map_err(|e| HttpError::RulesJson(e.to_string()))?;
-    let list = match value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(list) => list,
-        other => {
-            return Err(HttpError::RulesJson(format!(
-                "expected a JSON list of rules, got {}",
-                type_name(&other)
-            )))
-        }
-    };
+    let list = json_list::items(json, "rules").map_err(HttpError::RulesJson)?;
     list.iter()
         .enumerate()
         .map(|(index, v)| parse_rule(index, v))
@@ -262,17 +248,6 @@ pub fn go_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A JSON object of a rule (or the rule itself) and its path for error messages. A missing
 /// or `null` object is an empty one, and a `null` field is a missing one (Go's pointers).
 pub(super) struct Obj<'a> {
@@ -298,11 +273,7 @@ impl<'a> Obj<'a> {
     }
 
     fn field(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        json_list::field(&self.path, key)
     }
 
     fn err(&self, key: &str, reason: impl Into<String>) -> HttpError {

@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 
 use super::matcher::{Filter, Method, MethodSet};
 use super::IoError;
+use crate::faults::json_list::{self, type_name};
 
 /// Errnos a fault may return: `1..=511`. Linux's own end at 133; 512 and up are kernel-internal
 /// (`ERESTARTSYS`, …) and the kernel refuses them in a FUSE reply (`fs/fuse/dev.c`,
@@ -181,21 +182,7 @@ pub struct Mistake {
 /// Parses and validates `ApplyIOChaosRequest.actions`; any error names the action (by index)
 /// and the field. An empty result means "no IOChaos on this volume".
 pub fn parse_actions(json: &str) -> Result<Vec<Action>, IoError> {
-    let json = json.trim();
-    if json.is_empty() {
-        return Ok(Vec::new());
-    }
-    let value: Value = serde_json::from_str(json).map_err(|e| IoError::Json(e.to_string()))?;
-    let list = match value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(list) => list,
-        other => {
-            return Err(IoError::Json(format!(
-                "expected a JSON list of IOChaos actions, got {}",
-                type_name(&other)
-            )))
-        }
-    };
+    let list = json_list::items(json, "IOChaos actions").map_err(IoError::Json)?;
     list.iter()
         .enumerate()
         .map(|(index, v)| parse_action(index, v))
@@ -453,17 +440,6 @@ fn parse_mistake(a: &Obj) -> Result<Mistake, IoError> {
     })
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A JSON object inside an action and its path for error messages. A `null` field is a missing
 /// one (Go's pointers and omitted fields).
 struct Obj<'a> {
@@ -474,11 +450,7 @@ struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     fn field(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+        json_list::field(&self.path, key)
     }
 
     fn err(&self, key: &str, reason: impl Into<String>) -> IoError {

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::switch::Moved;
 use super::{live, mount, Injector, IoError};
 use crate::engine::{
-    Durability, Effect, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind,
-    FaultMeta, FaultRecord, Holds, Scope, TargetIdentity,
+    blocking, Durability, Effect, EffectCtx, EffectError, EndReason, Engine, EngineError,
+    FailureKind, FaultMeta, FaultRecord, Holds, Scope, TargetIdentity,
 };
 use crate::faults::target::{Target, TargetError};
 use crate::ns::{Namespace, NsId};
@@ -96,15 +96,6 @@ pub struct IoFault {
     pub skipped: Vec<String>,
 }
 
-fn err(e: impl std::fmt::Display, kind: FailureKind) -> EffectError {
-    EffectError::new(kind, e.to_string())
-}
-
-fn io_err(e: IoError) -> EffectError {
-    let k = e.kind();
-    err(e, k)
-}
-
 impl IoFault {
     fn key(&self) -> live::Key {
         (self.mnt_ns, self.volume.clone())
@@ -126,15 +117,6 @@ impl IoFault {
         let (a, b) = self.volume_dev.split_once(':')?;
         Some(nix::sys::stat::makedev(a.parse().ok()?, b.parse().ok()?))
     }
-}
-
-/// Runs blocking work (namespace threads, ptrace, the FUSE handshake) off the tokio workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, EffectError> + Send + 'static,
-) -> Result<T, EffectError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EffectError::internal(format!("IOChaos worker: {e}")))?
 }
 
 impl Effect for IoFault {
@@ -175,16 +157,19 @@ impl Effect for IoFault {
                 EffectError::internal("the actions of this IOChaos fault are not staged")
             })?;
             let ns = self.find_ns().ok_or_else(|| {
-                err(
-                    "the container's mount namespace is gone",
+                EffectError::new(
                     FailureKind::NotFound,
+                    "the container's mount namespace is gone",
                 )
             })?;
             let dev = self
                 .volume_dev_number()
                 .ok_or_else(|| EffectError::internal("bad volume device in the record"))?;
             let (volume, id) = (self.volume.clone(), ctx.fault_id.clone());
-            blocking(move || live::apply(&ns, &volume, dev, &id, injector).map_err(io_err)).await?;
+            blocking("IOChaos", move || {
+                live::apply(&ns, &volume, dev, &id, injector)
+            })
+            .await?;
             Ok(None)
         })
     }
@@ -211,7 +196,7 @@ impl Effect for IoFault {
             match live::owner(&key) {
                 Some(o) if o != id => return Ok(()),
                 Some(_) => {
-                    let moved = blocking(move || live::remove(&key, &id).map_err(io_err)).await?;
+                    let moved = blocking("IOChaos", move || live::remove(&key, &id)).await?;
                     log_back(moved.as_deref().unwrap_or_default());
                     return Ok(());
                 }
@@ -222,7 +207,7 @@ impl Effect for IoFault {
                 return Ok(());
             };
             let (volume, conn) = (self.volume.clone(), self.conn);
-            let moved = blocking(move || live::repair(&ns, &volume, conn).map_err(io_err)).await?;
+            let moved = blocking("IOChaos", move || live::repair(&ns, &volume, conn)).await?;
             log_back(&moved);
             Ok(())
         })
@@ -241,7 +226,7 @@ impl Effect for IoFault {
                 return Ok(true);
             };
             let (volume, conn) = (self.volume.clone(), self.conn);
-            blocking(move || live::is_clean(&ns, &volume, conn).map_err(io_err)).await
+            blocking("IOChaos", move || live::is_clean(&ns, &volume, conn)).await
         })
     }
 

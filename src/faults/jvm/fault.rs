@@ -21,8 +21,8 @@ use super::attach::{self, Jvm};
 use super::byteman::{self, Listener, PortState};
 use super::{jars, JvmError};
 use crate::engine::{
-    Durability, Effect, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind,
-    FaultMeta, FaultRecord, Holds, Scope, TargetIdentity,
+    blocking, Durability, Effect, EffectCtx, EffectError, EndReason, Engine, EngineError,
+    FailureKind, FaultMeta, FaultRecord, Holds, Scope, TargetIdentity,
 };
 use crate::faults::target::{Target, TargetError};
 use crate::ns::{Namespace, NsId, NsKind};
@@ -72,20 +72,6 @@ pub struct JvmFault {
     pub jars: Vec<String>,
 }
 
-fn err(e: JvmError) -> EffectError {
-    let k = e.kind();
-    EffectError::new(k, e.to_string())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, JvmError> + Send + 'static,
-) -> Result<T, EffectError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| EffectError::internal(format!("JVMChaos worker: {e}")))?
-        .map_err(err)
-}
-
 impl JvmFault {
     /// The JVM's network namespace, while the JVM lives.
     fn net(&self) -> Option<Namespace> {
@@ -105,7 +91,7 @@ fn agent_options(agent: &str, port: u16) -> String {
 }
 
 /// The blocking part of apply.
-fn install(f: &JvmFault, jar_bytes: Vec<(&'static str, Vec<u8>)>) -> Result<(), JvmError> {
+fn install(f: &JvmFault, jar_bytes: super::Jars) -> Result<(), JvmError> {
     let net = Namespace::of_pid(f.jvm.pid, NsKind::Net).map_err(|_| JvmError::Gone(f.jvm.pid))?;
     let l = Listener {
         net: &net,
@@ -255,11 +241,11 @@ impl Effect for JvmFault {
     ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>> {
         Box::pin(async move {
             if !self.jvm.is_alive() {
-                return Err(err(JvmError::Gone(self.jvm.pid)));
+                return Err(EffectError::of(JvmError::Gone(self.jvm.pid)));
             }
-            let jar_bytes = super::read_jars().map_err(err)?;
+            let jar_bytes = super::read_jars().map_err(EffectError::of)?;
             let f = self.clone();
-            blocking(move || install(&f, jar_bytes)).await?;
+            blocking("JVMChaos", move || install(&f, jar_bytes)).await?;
             Ok(None)
         })
     }
@@ -270,7 +256,7 @@ impl Effect for JvmFault {
                 return Ok(());
             };
             let f = self.clone();
-            blocking(move || {
+            blocking("JVMChaos", move || -> Result<(), JvmError> {
                 let l = Listener {
                     net: &net,
                     port: f.port,
@@ -292,7 +278,7 @@ impl Effect for JvmFault {
                 return Ok(true);
             };
             let f = self.clone();
-            blocking(move || {
+            blocking("JVMChaos", move || -> Result<bool, JvmError> {
                 let l = Listener {
                     net: &net,
                     port: f.port,

@@ -90,8 +90,24 @@ pub fn byteman_dir() -> PathBuf {
 /// The image's Byteman directory (`--byteman-dir`'s default in `config.rs`).
 pub const DEFAULT_BYTEMAN_DIR: &str = "/opt/faultd/byteman";
 
-/// The jars of the Byteman directory: the agent first, then the helper jars that exist.
-pub fn read_jars() -> Result<Vec<(&'static str, Vec<u8>)>, JvmError> {
+/// Byteman's jars: `(stem, bytes)`, the agent first, then the helper jars that exist.
+pub type Jars = std::sync::Arc<Vec<(&'static str, Vec<u8>)>>;
+
+/// The jars of the Byteman directory, read once per process (the install computes their
+/// content-addressed paths for the journal and apply writes the same bytes; a failed read is
+/// tried again next time).
+pub fn read_jars() -> Result<Jars, JvmError> {
+    static JARS: std::sync::Mutex<Option<Jars>> = std::sync::Mutex::new(None);
+    let mut cached = JARS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(j) = cached.as_ref() {
+        return Ok(j.clone());
+    }
+    let jars = Jars::new(read_dir_jars()?);
+    *cached = Some(jars.clone());
+    Ok(jars)
+}
+
+fn read_dir_jars() -> Result<Vec<(&'static str, Vec<u8>)>, JvmError> {
     let dir = byteman_dir();
     let agent = std::fs::read(dir.join("byteman.jar")).map_err(|e| JvmError::Agent {
         dir: dir.clone(),

@@ -212,10 +212,6 @@ fn blocking_err(e: impl std::fmt::Display) -> EffectError {
     EffectError::internal(format!("TimeChaos task: {e}"))
 }
 
-fn to_effect(e: TimeError) -> EffectError {
-    EffectError::new(e.kind(), e.to_string())
-}
-
 /// Clock names by clock id (`uapi/linux/time.h`), as Chaos Mesh spells them without `CLOCK_`.
 const CLOCK_NAMES: [&str; 12] = [
     "REALTIME",
@@ -308,7 +304,7 @@ impl TimeFault {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(pid, error = %e, "TimeChaos: restoring a process failed");
-                    first_err.get_or_insert(to_effect(e));
+                    first_err.get_or_insert(EffectError::of(e));
                 }
             }
         }
@@ -355,8 +351,8 @@ impl Effect for TimeFault {
         let me = self.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                let own = OwnVdso::get().map_err(to_effect)?;
-                let needed = own.needed(me.mask).map_err(to_effect)?;
+                let own = OwnVdso::get().map_err(EffectError::of)?;
+                let needed = own.needed(me.mask).map_err(EffectError::of)?;
                 let data = me.data();
                 let mut patched = 0;
                 for who in &me.processes {
@@ -373,11 +369,11 @@ impl Effect for TimeFault {
                         Err(TimeError::Gone(pid)) => {
                             tracing::debug!(pid, "TimeChaos: process exited before it was patched");
                         }
-                        Err(e) => return Err(to_effect(e)),
+                        Err(e) => return Err(EffectError::of(e)),
                     }
                 }
                 if patched == 0 {
-                    return Err(to_effect(TimeError::NoProcess(me.key.clone())));
+                    return Err(EffectError::of(TimeError::NoProcess(me.key.clone())));
                 }
                 Ok(None)
             })
@@ -400,7 +396,7 @@ impl Effect for TimeFault {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 for pid in me.candidates() {
-                    if patch::carries(pid, &me.sites, me.token).map_err(to_effect)? {
+                    if patch::carries(pid, &me.sites, me.token).map_err(EffectError::of)? {
                         return Ok(false);
                     }
                 }
