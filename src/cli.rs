@@ -56,7 +56,13 @@ pub fn run() -> i32 {
     }
     // Only one rustls crypto provider may be the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The daemon's runtime has --worker-threads threads; `ctl` is a client and needs one.
+    let workers = match &cli.command {
+        None => usize::from(cli.daemon.worker_threads),
+        Some(_) => 1,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .thread_name("faultd-worker")
         .build()

@@ -120,6 +120,13 @@ pub struct DaemonConfig {
         default_value = "/opt/faultd/byteman"
     )]
     pub byteman_dir: PathBuf,
+
+    /// Threads of the async runtime. It parses requests, journals and waits: namespace work,
+    /// ptrace, FUSE and stressors run on threads of their own. One thread answers fastest
+    /// (no wake-ups between runtime threads); raise it for HTTPChaos on busy services (the
+    /// proxy is served by the runtime).
+    #[arg(long, env = "FAULTD_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: u16,
 }
 
 impl DaemonConfig {
@@ -230,6 +237,8 @@ mod tests {
         let d = parse(&["--insecure"]).unwrap().daemon;
         // Where the image puts Byteman's jars (deploy/image/assemble-rootfs.sh).
         assert_eq!(d.byteman_dir, PathBuf::from("/opt/faultd/byteman"));
+        assert_eq!(d.worker_threads, 1);
+        assert!(parse(&["--insecure", "--worker-threads", "0"]).is_err());
         assert_eq!((d.grpc_port, d.http_port), (31767, 31766));
         assert_eq!(d.containerd_ns, "k8s.io");
         assert_eq!(d.max_fault_duration, Duration::from_secs(24 * 3600));

@@ -85,6 +85,27 @@ where
         .map_err(EffectError::of)
 }
 
+/// What [`Effect::capture_and_apply`] did.
+#[derive(Debug)]
+pub enum Staged<E> {
+    /// Captured, found nothing more to restore than the intent says, and applied: the process
+    /// the apply started, if any.
+    Applied(Option<ProcessIdentity>),
+    /// Captured only, nothing touched: the completed effect if there is more to restore
+    /// (journal it before applying), `None` if the intent already says everything.
+    Captured(Option<E>),
+}
+
+impl<E> Staged<E> {
+    /// The same outcome with the effect mapped (a kind's effect into a set of kinds).
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> Staged<F> {
+        match self {
+            Staged::Applied(instance) => Staged::Applied(instance),
+            Staged::Captured(effect) => Staged::Captured(effect.map(f)),
+        }
+    }
+}
+
 /// What the engine tells a fault kind about the record it belongs to.
 #[derive(Debug, Clone, Default)]
 pub struct EffectCtx {
@@ -106,8 +127,10 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     }
     /// A readable one-line description.
     fn summary(&self) -> String;
-    /// Reads (never changes) what the undo must restore. The engine starts it just before the
-    /// intent record is written and awaits it after the `fdatasync`, so the two overlap. The
+    /// Reads (never changes) what the undo must restore. For a `Persistent` effect the engine
+    /// starts it just before the intent record is written and awaits it after the `fdatasync`,
+    /// so the two overlap; a `Boot` effect's runs after its intent is written, through
+    /// [`Effect::capture_and_apply`]. The
     /// effect journaled in the intent must therefore undo exactly whenever the capture finds
     /// nothing more to restore (`Ok(None)`); when it finds more, it returns the completed
     /// effect, which the engine journals durably before [`Effect::apply`] touches anything. An
@@ -126,6 +149,21 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
         &'a self,
         ctx: &'a EffectCtx,
     ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>>;
+    /// [`Effect::capture`] and then, in the same step, [`Effect::apply`]: for kinds whose
+    /// capture and apply happen in one place (one visit to a namespace thread instead of two).
+    /// The engine calls it only for `Boot` effects, after their intent is written (writing a
+    /// `Boot` intent costs no `fdatasync` for the capture to overlap). When the capture finds
+    /// nothing more to restore than the intent says, the step applies at once and returns
+    /// [`Staged::Applied`]; when it finds more, it touches nothing and returns
+    /// [`Staged::Captured`] with the completed effect, which the engine journals before it
+    /// calls [`Effect::apply`]. On error the engine undoes with [`Effect::revert`], as after a
+    /// failed apply. The default runs [`Effect::capture`] only.
+    fn capture_and_apply<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Staged<Self>, EffectError>> {
+        Box::pin(async move { Ok(Staged::Captured(self.capture(ctx).await?)) })
+    }
     /// What [`Effect::apply`] learned that the undo needs (a FUSE connection the kernel
     /// numbered, the processes it switched): the completed effect, journaled with the applied
     /// record. Called once, right after a successful apply; `None` keeps the effect as it is.
@@ -136,6 +174,17 @@ pub trait Effect: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn revert<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>>;
     /// Re-reads the kernel: true when no trace of the fault remains.
     fn is_reverted<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>>;
+    /// [`Effect::revert`], then [`Effect::is_reverted`]'s re-read of the kernel; a kind may do
+    /// both in one step (one visit to a namespace thread). The default calls the two in turn.
+    fn revert_and_check<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<bool, EffectError>> {
+        Box::pin(async move {
+            self.revert(ctx).await?;
+            self.is_reverted(ctx).await
+        })
+    }
     /// What an operator must remove by hand if every automatic undo failed.
     fn manual_cleanup(&self) -> String;
     /// Whether the fault's state is known to be gone (its namespace or process no longer

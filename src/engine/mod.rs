@@ -16,7 +16,9 @@ mod reconcile;
 pub mod record;
 mod request;
 
-pub use effect::{blocking, Durability, Effect, EffectCtx, EffectError, FailureKind, Holds, Scope};
+pub use effect::{
+    blocking, Durability, Effect, EffectCtx, EffectError, FailureKind, Holds, Scope, Staged,
+};
 pub use lease::Lease;
 pub use reconcile::ReconcileReport;
 pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};
@@ -261,15 +263,20 @@ impl<E: Effect> Engine<E> {
         let journal = self.journal.clone();
         let copy = rec.clone();
         let started = Instant::now();
-        run_blocking(move || {
+        let job = move || {
             let mut j = lock(&journal);
             if durable {
                 j.append(&copy)
             } else {
                 j.append_unsynced(&copy)
             }
-        })
-        .await?
+        };
+        let written = if durable {
+            run_blocking(job).await?
+        } else {
+            job()
+        };
+        written
         .inspect_err(|e| {
             if matches!(e, JournalError::Poisoned { .. }) || lock(&self.journal).poisoned().is_some() {
                 self.metrics.journal_poisoned.set(1);
@@ -367,8 +374,14 @@ impl<E: Effect> Engine<E> {
             group: new.group,
         };
         let ctx = rec.ctx();
-        // The capture (read-only, on namespace threads) runs while the intent is synced.
-        let captured = {
+        // What the capture found, or that the same step already applied (Boot effects).
+        let staged = if rec.effect.durability() == Durability::Boot {
+            // The intent goes to the page cache (no fdatasync to overlap): then capture and
+            // apply in one step.
+            self.persist(&rec).await?;
+            rec.effect.capture_and_apply(&ctx).await
+        } else {
+            // The capture (read-only, on namespace threads) runs while the intent is synced.
             let mut capture = rec.effect.capture(&ctx);
             let early = poll_once(&mut capture).await;
             self.persist(&rec).await?;
@@ -376,25 +389,29 @@ impl<E: Effect> Engine<E> {
                 Some(r) => r,
                 None => capture.await,
             }
+            .map(Staged::Captured)
         };
         self.gauge(&rec.kind, 1);
-        match captured {
-            Ok(None) => {}
-            Ok(Some(completed)) => {
-                rec.effect = completed;
-                if let Err(e) = self.persist(&rec).await {
-                    self.finish(rec, EndReason::ApplyFailed, true).await;
-                    return Err(e);
+        let applied = match staged {
+            Ok(Staged::Applied(instance)) => Ok(instance),
+            Ok(Staged::Captured(completed)) => {
+                if let Some(completed) = completed {
+                    rec.effect = completed;
+                    if let Err(e) = self.persist(&rec).await {
+                        self.finish(rec, EndReason::ApplyFailed, true).await;
+                        return Err(e);
+                    }
                 }
+                rec.effect.apply(&ctx).await
             }
             Err(e) => {
                 rec.last_error = e.message.clone();
-                tracing::warn!(fault = %rec.id, error = %e, "capturing the prior state failed; nothing was applied");
+                tracing::warn!(fault = %rec.id, error = %e, "capturing the prior state failed; undoing whatever was touched");
                 self.finish(rec, EndReason::ApplyFailed, true).await;
                 return Err(EngineError::Effect(e));
             }
-        }
-        match rec.effect.apply(&ctx).await {
+        };
+        match applied {
             Ok(instance) => {
                 rec.instance = instance;
                 if let Some(completed) = rec.effect.applied(&ctx) {
@@ -442,12 +459,9 @@ impl<E: Effect> Engine<E> {
             if backoff > 0 {
                 tokio::time::sleep(Duration::from_millis(backoff)).await;
             }
-            match rec.effect.revert(&ctx).await {
-                Ok(()) => match rec.effect.is_reverted(&ctx).await {
-                    Ok(true) => return Ok(()),
-                    Ok(false) => last = "the kernel still shows the fault after the undo".into(),
-                    Err(e) => last = format!("checking the undo: {e}"),
-                },
+            match rec.effect.revert_and_check(&ctx).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => last = "the kernel still shows the fault after the undo".into(),
                 Err(e) => last = e.message,
             }
         }

@@ -34,6 +34,10 @@ struct FileEffect {
     /// Declares [`Durability::Boot`] (kernel state) instead of the default.
     #[serde(default)]
     boot: bool,
+    /// Implements [`Effect::capture_and_apply`] (one step, like the qdisc kind) instead of
+    /// the default, and logs `<path> fused` / `<path> apply` in the op log.
+    #[serde(default)]
+    fused: bool,
 }
 
 /// Gates and an operation log shared by an effect's futures and the race tests (names are
@@ -107,11 +111,29 @@ impl Effect for FileEffect {
             }
         })
     }
+    fn capture_and_apply<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Staged<Self>, EffectError>> {
+        Box::pin(async move {
+            if !self.fused {
+                return Ok(Staged::Captured(self.capture(ctx).await?));
+            }
+            op(format!("{} fused", self.path.display()));
+            match self.capture(ctx).await? {
+                None => self.apply(ctx).await.map(Staged::Applied),
+                more => Ok(Staged::Captured(more)),
+            }
+        })
+    }
     fn apply<'a>(
         &'a self,
         _: &'a EffectCtx,
     ) -> BoxFuture<'a, Result<Option<crate::process::ProcessIdentity>, EffectError>> {
         Box::pin(async move {
+            if self.fused {
+                op(format!("{} apply", self.path.display()));
+            }
             if !self.gate.is_empty() {
                 op(format!("{} apply", self.gate));
             }
@@ -188,6 +210,7 @@ impl Fixture {
             watch: None,
             saw_watch: false,
             boot: false,
+            fused: false,
         }
     }
 
@@ -564,6 +587,74 @@ async fn capture_completes_the_intent_before_apply_or_ends_the_fault_untouched()
         journal_phases(&f.state(), &r.id),
         [Phase::Intent, Phase::Reverting, Phase::Reverted]
     );
+}
+
+/// A `Boot` kind that captures and applies in one step: its intent is written first, and the
+/// step applies at once when the capture finds nothing more to restore; when it finds more,
+/// the completed effect is journaled before the separate apply; a refusing capture ends the
+/// fault with nothing applied. Nothing is fdatasynced.
+#[tokio::test]
+async fn a_boot_kind_captures_and_applies_in_one_step_after_its_intent() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let fused = |n: &str, capture: &str| FileEffect {
+        boot: true,
+        fused: true,
+        capture: capture.into(),
+        ..f.effect(n)
+    };
+    let log = |n: &str| ops(&f.marker(n).display().to_string());
+
+    let rec = e
+        .apply(new_fault(fused("one", ""), None, None))
+        .await
+        .unwrap();
+    assert!(f.marker("one").exists());
+    assert_eq!(rec.phase, Phase::Applied);
+    assert_eq!(
+        log("one"),
+        [
+            format!("{} fused", f.marker("one").display()),
+            format!("{} apply", f.marker("one").display())
+        ],
+        "one step, no second apply"
+    );
+    assert_eq!(
+        journal_phases(&f.state(), &rec.id),
+        [Phase::Intent, Phase::Applied]
+    );
+
+    let rec = e
+        .apply(new_fault(fused("more", "complete"), None, None))
+        .await
+        .unwrap();
+    assert!(rec.effect.captured && f.marker("more").exists());
+    assert_eq!(
+        journal_phases(&f.state(), &rec.id),
+        [Phase::Intent, Phase::Intent, Phase::Applied],
+        "the completed effect is journaled before the apply"
+    );
+    assert_eq!(log("more").len(), 2, "{:?}", log("more"));
+
+    let err = e
+        .apply(new_fault(fused("refused", "fail"), None, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), FailureKind::FailedPrecondition);
+    assert!(!f.marker("refused").exists());
+    assert_eq!(log("refused").len(), 1, "{:?}", log("refused"));
+    assert_eq!(
+        e.journal_stats().syncs,
+        0,
+        "Boot faults are never fdatasynced"
+    );
+
+    // Undo goes through revert_and_check (here the default: revert, then is_reverted).
+    let listed = e.list(false);
+    for r in listed {
+        e.revert(&r.id, EndReason::Request).await.unwrap();
+    }
+    assert!(!f.marker("one").exists() && !f.marker("more").exists());
 }
 
 #[tokio::test]

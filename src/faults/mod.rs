@@ -19,7 +19,7 @@ pub mod time;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Effect, EffectCtx, EffectError, Engine, Holds, Scope};
+use crate::engine::{Effect, EffectCtx, EffectError, Engine, Holds, Scope, Staged};
 use crate::process::ProcessIdentity;
 use dns::DnsFault;
 use firewall::FirewallFault;
@@ -95,6 +95,41 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs `$call` on the member `x` and maps what it returns back into the set with `$back`,
+/// called with the member's constructor (`FaultEffect::Qdisc`, ...).
+macro_rules! rewrap {
+    ($self:ident, |$x:ident| $call:expr, $back:expr) => {
+        match $self {
+            FaultEffect::Qdisc($x) => $back($call, FaultEffect::Qdisc),
+            FaultEffect::Stress($x) => $back($call, FaultEffect::Stress),
+            FaultEffect::Firewall($x) => $back($call, FaultEffect::Firewall),
+            FaultEffect::Dns($x) => $back($call, FaultEffect::Dns),
+            FaultEffect::Time($x) => $back($call, FaultEffect::Time),
+            FaultEffect::Http($x) => $back($call, FaultEffect::Http),
+            FaultEffect::Io($x) => $back($call, FaultEffect::Io),
+            FaultEffect::Jvm($x) => $back($call, FaultEffect::Jvm),
+        }
+    };
+}
+
+/// A member's capture result as the set's.
+fn captured<'a, K: Send + 'a>(
+    f: BoxFuture<'a, Result<Option<K>, EffectError>>,
+    wrap: fn(K) -> FaultEffect,
+) -> BoxFuture<'a, Result<Option<FaultEffect>, EffectError>> {
+    use futures_util::FutureExt;
+    f.map(move |r| r.map(|o| o.map(wrap))).boxed()
+}
+
+/// A member's capture-and-apply result as the set's.
+fn staged<'a, K: Send + 'a>(
+    f: BoxFuture<'a, Result<Staged<K>, EffectError>>,
+    wrap: fn(K) -> FaultEffect,
+) -> BoxFuture<'a, Result<Staged<FaultEffect>, EffectError>> {
+    use futures_util::FutureExt;
+    f.map(move |r| r.map(|s| s.map(wrap))).boxed()
+}
+
 impl Effect for FaultEffect {
     fn kind(&self) -> String {
         dispatch!(self, kind)
@@ -112,41 +147,13 @@ impl Effect for FaultEffect {
         &'a self,
         ctx: &'a EffectCtx,
     ) -> BoxFuture<'a, Result<Option<Self>, EffectError>> {
-        use futures_util::FutureExt;
-        match self {
-            FaultEffect::Qdisc(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Qdisc)))
-                .boxed(),
-            FaultEffect::Stress(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Stress)))
-                .boxed(),
-            FaultEffect::Firewall(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Firewall)))
-                .boxed(),
-            FaultEffect::Dns(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Dns)))
-                .boxed(),
-            FaultEffect::Time(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Time)))
-                .boxed(),
-            FaultEffect::Http(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Http)))
-                .boxed(),
-            FaultEffect::Io(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Io)))
-                .boxed(),
-            FaultEffect::Jvm(x) => x
-                .capture(ctx)
-                .map(|r| r.map(|o| o.map(FaultEffect::Jvm)))
-                .boxed(),
-        }
+        rewrap!(self, |x| x.capture(ctx), captured)
+    }
+    fn capture_and_apply<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Staged<Self>, EffectError>> {
+        rewrap!(self, |x| x.capture_and_apply(ctx), staged)
     }
     fn apply<'a>(
         &'a self,
@@ -165,6 +172,12 @@ impl Effect for FaultEffect {
     }
     fn is_reverted<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
         dispatch!(self, is_reverted, ctx)
+    }
+    fn revert_and_check<'a>(
+        &'a self,
+        ctx: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<bool, EffectError>> {
+        dispatch!(self, revert_and_check, ctx)
     }
     fn manual_cleanup(&self) -> String {
         dispatch!(self, manual_cleanup)

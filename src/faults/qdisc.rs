@@ -14,7 +14,7 @@ use super::netns::NetnsRef;
 use super::target::{Target, TargetError};
 use crate::engine::{
     Durability, EffectCtx, EffectError, EndReason, Engine, EngineError, FailureKind, FaultMeta,
-    FaultRecord, Holds, Scope, TargetIdentity,
+    FaultRecord, Holds, Scope, Staged, TargetIdentity,
 };
 use crate::ns::NsId;
 use crate::process::ProcessIdentity;
@@ -22,7 +22,7 @@ use crate::runtime::Runtimes;
 use crate::tc::netem::{NetemArgs, NetemSpec};
 use crate::tc::qdisc::{self, AddMode, Qdisc};
 use crate::tc::tbf::{TbfArgs, TbfSpec};
-use crate::tc::{in_netns, RouteSocket, TcError, TcErrorClass, TC_H_ROOT};
+use crate::tc::{in_kept_netns, release_kept, RouteSocket, TcError, TcErrorClass, TC_H_ROOT};
 
 /// Errors of network fault requests.
 #[derive(Debug, thiserror::Error)]
@@ -98,24 +98,119 @@ pub struct QdiscFault {
 }
 
 impl QdiscFault {
-    /// Runs `f` on the fault's device inside its namespace (on a namespace thread); `None` when
-    /// the namespace or the device is gone.
+    /// Runs `f` with the route socket kept for the fault's namespace (on its thread); `hold`:
+    /// the job belongs to the live fault (the socket stays open for its undo).
+    async fn in_netns<T, F>(&self, hold: bool, f: F) -> Result<T, EffectError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut RouteSocket) -> crate::tc::Result<T> + Send + 'static,
+    {
+        let netns = &self.netns;
+        in_kept_netns(netns.id, || netns.find(), hold, f)
+            .await
+            .map_err(effect_err)
+    }
+
+    /// Runs `f` on the fault's device inside its namespace (on the namespace's kept socket
+    /// thread); `None` when the namespace or the device is gone.
     async fn on_device<T, F>(&self, f: F) -> Result<Option<T>, EffectError>
     where
         T: Send + 'static,
         F: FnOnce(&mut RouteSocket, u32) -> crate::tc::Result<T> + Send + 'static,
     {
-        let Some(ns) = self.netns.find() else {
+        let device = self.device.clone();
+        let netns = &self.netns;
+        let found = in_kept_netns(
+            netns.id,
+            || netns.find(),
+            false,
+            move |s| match qdisc::link_index(s, &device) {
+                Ok(idx) => f(s, idx).map(Some),
+                Err(TcError::LinkNotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            },
+        )
+        .await;
+        match found {
+            Err(TcError::NamespaceGone) => Ok(None),
+            r => r.map_err(effect_err),
+        }
+    }
+
+    /// Installs the tree on device `idx` (on a namespace thread). A root of another kind cannot
+    /// be replaced in place: it is deleted, then the tree is built.
+    fn install(&self, s: &mut RouteSocket, idx: u32) -> crate::tc::Result<()> {
+        qdisc::delete_root_qdisc(s, idx)?;
+        self.tree
+            .iter()
+            .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))
+    }
+
+    /// Removes the tree from device `idx` and puts the prior root back (on a namespace thread).
+    /// Only faultd's own root goes: a fault that ended before its tree was installed (or a root
+    /// someone else put there since) is left alone.
+    fn uninstall(&self, s: &mut RouteSocket, idx: u32) -> crate::tc::Result<()> {
+        if let Some(handle) = self.tree.first().map(|q| q.handle) {
+            qdisc::delete_root_qdisc_if(s, idx, handle)?;
+        }
+        match self.prior_root.as_ref().filter(|p| !p.is_kernel_default()) {
+            Some(p) => qdisc::restore_root_qdisc(s, idx, p),
+            None => Ok(()),
+        }
+    }
+
+    /// What the capture makes of the device's root and its number of child qdiscs: `None` when
+    /// the intent already says everything (the kernel's default root, faultd residue, the same
+    /// root as recorded), the completed fault when there is a root to restore, an error for a
+    /// tree faultd could not rebuild.
+    fn completed_by(
+        &self,
+        (root, children): (Option<Qdisc>, usize),
+    ) -> Result<Option<QdiscFault>, EffectError> {
+        // The kernel's default root: deleting faultd's tree restores it, which is what the
+        // intent (no prior root) already says.
+        let Some(root) = root.filter(|r| !r.is_kernel_default()) else {
             return Ok(None);
         };
-        let device = self.device.clone();
-        in_netns(&ns, move |s| match qdisc::link_index(s, &device) {
-            Ok(idx) => f(s, idx).map(Some),
-            Err(TcError::LinkNotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(effect_err)
+        // A faultd tree is never prior state: under the group lock no fault of this device
+        // is live, so it is residue (of a crash the journal lost), which apply replaces.
+        if is_faultd_handle(root.handle) {
+            tracing::warn!(device = %self.device, handle = format!("{:x}:", root.handle >> 16), "replacing a faultd qdisc tree no live fault owns (residue)");
+            return Ok(None);
+        }
+        if root.is_classful() && children > 0 {
+            return Err(EffectError::new(
+                FailureKind::FailedPrecondition,
+                format!(
+                    "device {} has a classful root qdisc ({}) with {children} child qdisc(s); faultd restores roots exactly and refuses to replace a tree it could not rebuild",
+                    self.device, root.kind
+                ),
+            ));
+        }
+        if self.prior_root.as_ref() == Some(&root) {
+            return Ok(None);
+        }
+        Ok(Some(QdiscFault {
+            prior_root: Some(root),
+            ..self.clone()
+        }))
+    }
+
+    /// Whether `root`, the device's root after an undo, shows the fault reverted.
+    fn reverted_given(&self, root: Option<Qdisc>) -> bool {
+        match (&self.prior_root, root) {
+            // Compared in restorable form: htb's dump carries a packet counter.
+            (Some(p), Some(r)) if !p.is_kernel_default() => {
+                let same = r.for_restore() == p.for_restore();
+                if !same {
+                    tracing::warn!(device = %self.device, prior = ?p, now = ?r, "root qdisc differs from the recorded prior state");
+                }
+                same
+            }
+            (_, None) => true,
+            // Nothing to restore: reverted once no faultd qdisc is the root.
+            (_, Some(r)) => !is_faultd_handle(r.handle),
+        }
     }
 
     pub fn kind_name(&self) -> String {
@@ -150,92 +245,54 @@ impl crate::engine::Effect for QdiscFault {
         _: &'a EffectCtx,
     ) -> BoxFuture<'a, Result<Option<ProcessIdentity>, EffectError>> {
         Box::pin(async move {
-            let ns = self.netns.find().ok_or_else(|| {
-                EffectError::new(
-                    FailureKind::NotFound,
-                    "the target network namespace is gone",
-                )
-            })?;
-            let (device, tree) = (self.device.clone(), self.tree.clone());
-            in_netns(&ns, move |s| {
-                let idx = qdisc::link_index(s, &device)?;
-                // A root of another kind cannot be replaced in place: delete it, then build the
-                // tree.
-                qdisc::delete_root_qdisc(s, idx)?;
-                tree.iter()
-                    .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))
+            let me = self.clone();
+            self.in_netns(true, move |s| {
+                let idx = qdisc::link_index(s, &me.device)?;
+                me.install(s, idx)
             })
-            .await
-            .map_err(effect_err)?;
+            .await?;
             Ok(None)
         })
     }
 
     fn capture<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<Option<Self>, EffectError>> {
         Box::pin(async move {
-            let found = self
-                .on_device(|s, idx| {
-                    let all = qdisc::dump_qdiscs(s, idx)?;
-                    let children = all
-                        .iter()
-                        .filter(|q| {
-                            q.parent != TC_H_ROOT && q.kind != "ingress" && q.kind != "clsact"
-                        })
-                        .count();
-                    Ok((all.into_iter().find(|q| q.parent == TC_H_ROOT), children))
-                })
-                .await?;
             // A gone namespace or device: apply reports it, with nothing touched.
-            let Some((root, children)) = found else {
+            let Some(found) = self.on_device(prior_of).await? else {
                 return Ok(None);
             };
-            // The kernel's default root: deleting faultd's tree restores it, which is what the
-            // intent (no prior root) already says.
-            let Some(root) = root.filter(|r| !r.is_kernel_default()) else {
-                return Ok(None);
-            };
-            // A faultd tree is never prior state: under the group lock no fault of this device
-            // is live, so it is residue (of a crash the journal lost), which apply replaces.
-            if is_faultd_handle(root.handle) {
-                tracing::warn!(device = %self.device, handle = format!("{:x}:", root.handle >> 16), "replacing a faultd qdisc tree no live fault owns (residue)");
-                return Ok(None);
-            }
-            if root.is_classful() && children > 0 {
-                return Err(EffectError::new(
-                    FailureKind::FailedPrecondition,
-                    format!(
-                        "device {} has a classful root qdisc ({}) with {children} child qdisc(s); faultd restores roots exactly and refuses to replace a tree it could not rebuild",
-                        self.device, root.kind
-                    ),
-                ));
-            }
-            if self.prior_root.as_ref() == Some(&root) {
-                return Ok(None);
-            }
-            Ok(Some(QdiscFault {
-                prior_root: Some(root),
-                ..self.clone()
-            }))
+            self.completed_by(found)
+        })
+    }
+
+    /// One visit to the namespace: the capture, and when it finds nothing more to restore than
+    /// the intent says (the usual pod device), the apply right after it.
+    fn capture_and_apply<'a>(
+        &'a self,
+        _: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<Staged<Self>, EffectError>> {
+        Box::pin(async move {
+            let me = self.clone();
+            self.in_netns(true, move |s| {
+                let idx = qdisc::link_index(s, &me.device)?;
+                Ok(match me.completed_by(prior_of(s, idx)?) {
+                    Ok(None) => {
+                        me.install(s, idx)?;
+                        Ok(Staged::Applied(None))
+                    }
+                    other => other.map(Staged::Captured),
+                })
+            })
+            .await?
         })
     }
 
     fn revert<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
         Box::pin(async move {
-            let prior = self.prior_root.clone().filter(|p| !p.is_kernel_default());
-            let ours = self.tree.first().map(|q| q.handle);
             // A gone namespace or device took the fault with it: nothing to undo.
-            self.on_device(move |s, idx| {
-                // Only faultd's own root goes: a fault that ended before its tree was installed
-                // (or a root someone else put there since) is left alone.
-                if let Some(handle) = ours {
-                    qdisc::delete_root_qdisc_if(s, idx, handle)?;
-                }
-                match &prior {
-                    Some(p) => qdisc::restore_root_qdisc(s, idx, p),
-                    None => Ok(()),
-                }
-            })
-            .await?;
+            let me = self.clone();
+            self.on_device(move |s, idx| me.uninstall(s, idx)).await?;
+            release_kept(self.netns.id);
             Ok(())
         })
     }
@@ -245,19 +302,26 @@ impl crate::engine::Effect for QdiscFault {
             let Some(root) = self.on_device(qdisc::root_qdisc).await? else {
                 return Ok(true);
             };
-            Ok(match (&self.prior_root, root) {
-                // Compared in restorable form: htb's dump carries a packet counter.
-                (Some(p), Some(r)) if !p.is_kernel_default() => {
-                    let same = r.for_restore() == p.for_restore();
-                    if !same {
-                        tracing::warn!(device = %self.device, prior = ?p, now = ?r, "root qdisc differs from the recorded prior state");
-                    }
-                    same
-                }
-                (_, None) => true,
-                // Nothing to restore: reverted once no faultd qdisc is the root.
-                (_, Some(r)) => !is_faultd_handle(r.handle),
-            })
+            Ok(self.reverted_given(root))
+        })
+    }
+
+    /// One visit to the namespace: the undo, then the root read back.
+    fn revert_and_check<'a>(
+        &'a self,
+        _: &'a EffectCtx,
+    ) -> BoxFuture<'a, Result<bool, EffectError>> {
+        Box::pin(async move {
+            let me = self.clone();
+            let root = self
+                .on_device(move |s, idx| {
+                    me.uninstall(s, idx)?;
+                    qdisc::root_qdisc(s, idx)
+                })
+                .await?;
+            release_kept(self.netns.id);
+            // A gone namespace or device: nothing of the fault is left.
+            Ok(root.is_none_or(|root| self.reverted_given(root)))
         })
     }
 
@@ -279,6 +343,17 @@ impl crate::engine::Effect for QdiscFault {
     fn target_gone(&self, _: &EffectCtx) -> bool {
         self.netns.find().is_none()
     }
+}
+
+/// Device `idx`'s root qdisc and how many child qdiscs hang below it (ingress and clsact do
+/// not count): what the capture reads.
+fn prior_of(s: &mut RouteSocket, idx: u32) -> crate::tc::Result<(Option<Qdisc>, usize)> {
+    let all = qdisc::dump_qdiscs(s, idx)?;
+    let children = all
+        .iter()
+        .filter(|q| q.parent != TC_H_ROOT && q.kind != "ingress" && q.kind != "clsact")
+        .count();
+    Ok((all.into_iter().find(|q| q.parent == TC_H_ROOT), children))
 }
 
 /// The qdisc tree of one device, built from the rules for that device, and the traffic
@@ -514,6 +589,9 @@ pub async fn set_tcs_for<E>(
 where
     E: Holds<QdiscFault> + Holds<FirewallFault>,
 {
+    if !pid.is_alive() {
+        return Err(TargetError::Gone(pid.pid).into());
+    }
     apply_plans(engine, pid, plan(rules)?, meta).await
 }
 
@@ -526,9 +604,6 @@ async fn apply_plans<E>(
 where
     E: Holds<QdiscFault> + Holds<FirewallFault>,
 {
-    if !pid.is_alive() {
-        return Err(TargetError::Gone(pid.pid).into());
-    }
     let (netns, _) = NetnsRef::of_pid(pid.pid).map_err(TcError::from)?;
     let prefix = netns_prefix(&netns.id);
     // Devices faultd touched in this namespace before and that the new state no longer names.

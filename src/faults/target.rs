@@ -66,7 +66,9 @@ impl Target {
             Target::Container { id, pod_uid } if pod_uid.is_empty() => runtimes.pid(id).await?,
             Target::Container { id, pod_uid } => runtimes.pid_or_sandbox(id, pod_uid).await?,
         };
-        if !who.is_alive() {
+        // A runtime's answer may come from a cache: check that the process still lives (a pid
+        // just read from /proc is as fresh as a second read would be).
+        if !matches!(self, Target::Pid(_)) && !who.is_alive() {
             return Err(TargetError::Gone(who.pid));
         }
         Ok(who)

@@ -44,7 +44,7 @@ pub use netem::{encode_netem_options, NetemArgs, NetemSpec};
 pub use parse::{NetemTime, Percent};
 pub use prio::{encode_prio_options, PrioSpec};
 pub use qdisc::{AddMode, Qdisc};
-pub use socket::{in_netns, RouteSocket};
+pub use socket::{in_kept_netns, in_netns, release_kept, RouteSocket};
 pub use tbf::{encode_tbf_options, TbfArgs, TbfLimit, TbfPeak, TbfSpec};
 
 use crate::ns::NsError;
@@ -98,6 +98,21 @@ pub enum TcError {
     /// Entering the target's network namespace failed.
     #[error(transparent)]
     Namespace(#[from] NsError),
+    /// The network namespace a fault was applied in no longer exists.
+    #[error("the target network namespace is gone")]
+    NamespaceGone,
+    /// The thread that keeps the namespace's socket failed (see [`crate::ns::kept`]).
+    #[error(transparent)]
+    Kept(crate::ns::kept::KeptError),
+}
+
+impl From<crate::ns::kept::KeptError> for TcError {
+    fn from(e: crate::ns::kept::KeptError) -> Self {
+        match e {
+            crate::ns::kept::KeptError::Namespace(e) => TcError::Namespace(e),
+            other => TcError::Kept(other),
+        }
+    }
 }
 
 /// Coarse classification of a [`TcError`], for mapping to a gRPC status code.
@@ -135,7 +150,7 @@ impl TcError {
     pub fn class(&self) -> TcErrorClass {
         match self {
             TcError::InvalidArgument { .. } => TcErrorClass::InvalidArgument,
-            TcError::LinkNotFound { .. } => TcErrorClass::NotFound,
+            TcError::LinkNotFound { .. } | TcError::NamespaceGone => TcErrorClass::NotFound,
             TcError::KindMissing { .. } => TcErrorClass::Unsupported,
             TcError::Kernel { errno, .. } if *errno == libc::ENODEV => TcErrorClass::NotFound,
             TcError::Namespace(NsError::Open { source, .. })

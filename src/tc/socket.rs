@@ -14,11 +14,14 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
 use nix::sys::socket::{
-    recv, sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+    sendto, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
 };
 
+use std::time::Duration;
+
 use super::{Result, TcError};
-use crate::ns::{Namespace, NsKind};
+use crate::ns::kept::Kept;
+use crate::ns::{Namespace, NsId, NsKind};
 
 /// Receive buffer: the kernel sizes dump datagrams to the reader's buffer, up to 32 KiB.
 const RECV_BUF: usize = 64 * 1024;
@@ -28,6 +31,8 @@ const RECV_BUF: usize = 64 * 1024;
 pub struct RouteSocket {
     fd: OwnedFd,
     seq: u32,
+    /// [`RECV_BUF`] bytes of capacity, filled only as far as the last reply (a kept socket
+    /// per namespace must not cost 64 KiB of touched memory each).
     buf: Vec<u8>,
 }
 
@@ -49,7 +54,75 @@ where
         .await?
 }
 
+/// Route sockets kept per namespace for the faults that come back to it (a qdisc fault's
+/// apply, update and undo), on threads of their own (see [`crate::ns::kept`]): closed after
+/// [`KEPT_IDLE`] without a job, or [`KEPT_LINGER`] after [`release_kept`].
+static KEPT: Kept<RouteSocket> = Kept::new("faultd-rtnl", KEPT_IDLE, KEPT_LINGER);
+
+/// How long an unused kept route socket stays open.
+pub const KEPT_IDLE: Duration = Duration::from_secs(10);
+/// How long a kept route socket stays open after [`release_kept`] (the namespace's last qdisc
+/// fault ended): the controller often recovers and re-applies back to back.
+pub const KEPT_LINGER: Duration = Duration::from_secs(1);
+
+/// Runs `f` with the route socket kept for network namespace `id` (on its thread). Without
+/// one, `find` gives the namespace (`None`: it is gone, [`TcError::NamespaceGone`]) and a
+/// socket is opened in it. A kept socket pins its namespace, so `id` cannot name another
+/// namespace meanwhile. `hold`: `f` belongs to a live fault (undoes [`release_kept`]).
+pub async fn in_kept_netns<T, F>(
+    id: NsId,
+    find: impl FnOnce() -> Option<Namespace>,
+    hold: bool,
+    f: F,
+) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut RouteSocket) -> Result<T> + Send + 'static,
+{
+    let found = || {
+        let ns = find().ok_or(TcError::NamespaceGone)?;
+        if ns.kind() != NsKind::Net {
+            return Err(TcError::invalid(
+                "namespace",
+                format!("{:?}", ns.kind()),
+                "not a network namespace",
+            ));
+        }
+        Ok(ns)
+    };
+    KEPT.run(id, found, RouteSocket::open, hold, f).await
+}
+
+/// The namespace's last qdisc fault ended: its kept route socket closes [`KEPT_LINGER`] after
+/// the last job unless it is used again.
+pub fn release_kept(id: NsId) {
+    KEPT.release(id);
+}
+
 impl RouteSocket {
+    /// Receives one datagram into the buffer's capacity; the buffer then holds what arrived
+    /// (at most [`RECV_BUF`] bytes). Returns the datagram's real length (`MSG_TRUNC`), which is
+    /// larger than the buffer when the datagram did not fit.
+    fn recv_reply(&mut self) -> nix::Result<usize> {
+        self.buf.clear();
+        let cap = self.buf.capacity();
+        // SAFETY: the kernel writes at most `cap` bytes into the vector's allocation, which has
+        // room for `cap` bytes; the fd is a socket this value owns.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.buf.as_mut_ptr().cast(),
+                cap,
+                libc::MSG_TRUNC,
+            )
+        };
+        let n = nix::Error::result(n)? as usize;
+        // SAFETY: the kernel initialized the first min(n, cap) bytes (n is the real length
+        // with MSG_TRUNC, and only `cap` bytes were copied).
+        unsafe { self.buf.set_len(n.min(cap)) };
+        Ok(n)
+    }
+
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<RouteSocket> {
         let fd = socket(
@@ -62,7 +135,7 @@ impl RouteSocket {
         Ok(RouteSocket {
             fd,
             seq: 0,
-            buf: vec![0; RECV_BUF],
+            buf: Vec::with_capacity(RECV_BUF),
         })
     }
 
@@ -174,7 +247,7 @@ impl RouteSocket {
         let mut replies = Vec::new();
         loop {
             let n = loop {
-                match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
+                match self.recv_reply() {
                     Err(nix::Error::EINTR) => continue,
                     r => break r.map_err(io)?,
                 }

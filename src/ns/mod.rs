@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 
+pub mod kept;
+
 /// Errors entering a namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum NsError {
