@@ -219,11 +219,21 @@ impl<E: Effect> Engine<E> {
     /// `fdatasync`s the journal if it holds unsynced bytes (the background syncer's tick).
     /// A failure poisons the journal (see [`Engine::journal_poisoned`]).
     pub async fn sync_journal(&self) -> Result<(), EngineError> {
-        if !lock(&self.journal).has_unsynced() {
-            return Ok(());
-        }
-        let journal = self.journal.clone();
-        let r = run_blocking(move || lock(&journal).sync()).await?;
+        // The disk works without the journal's lock: requests append (in place, on the
+        // runtime's worker) meanwhile.
+        let ticket = lock(&self.journal).begin_sync();
+        let r = match ticket {
+            Ok(None) => return Ok(()),
+            Ok(Some(ticket)) => {
+                let (ticket, done) = run_blocking(move || {
+                    let done = ticket.run();
+                    (ticket, done)
+                })
+                .await?;
+                lock(&self.journal).finish_sync(ticket, done)
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = &r {
             self.metrics.journal_poisoned.set(1);
             tracing::error!(error = %e, "journal fdatasync failed: the journal is poisoned; new faults are refused until faultd restarts");

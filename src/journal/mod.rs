@@ -254,6 +254,28 @@ pub struct JournalStats {
     pub replay_time: Duration,
 }
 
+/// A background `fdatasync` of the journal, taken by [`Journal::begin_sync`] and run without
+/// holding the journal.
+#[derive(Debug)]
+pub struct SyncTicket {
+    file: File,
+    upto: u64,
+    epoch: u64,
+    /// Test hook: fail with this errno instead of syncing.
+    fail: Option<Errno>,
+}
+
+impl SyncTicket {
+    /// `fdatasync`s the journal file (blocking); how long it took.
+    pub fn run(&self) -> io::Result<Duration> {
+        let started = Instant::now();
+        match self.fail {
+            Some(errno) => Err(io::Error::from(errno)),
+            None => self.file.sync_data().map(|()| started.elapsed()),
+        }
+    }
+}
+
 /// An open, exclusively locked journal of records of type `T`.
 ///
 /// See the [module docs](self) for the format and guarantees.
@@ -270,6 +292,12 @@ pub struct Journal<T> {
     poisoned: Option<String>,
     /// Bytes written since the last successful `fdatasync`.
     unsynced: u64,
+    /// Bytes written by this value since it was opened (a background sync covers those written
+    /// before it started).
+    written: u64,
+    /// Changes when a compaction replaces the file (a background sync of the old file is then
+    /// moot: the new one was synced whole).
+    epoch: u64,
     /// Test hook: the next `fdatasync` fails with this errno instead of running.
     fail_next_sync: Option<Errno>,
     /// Test hook: the next write writes half its bytes, then fails with this errno.
@@ -393,6 +421,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             records: scan.records.len(),
             poisoned: None,
             unsynced: 0,
+            written: 0,
+            epoch: 0,
             fail_next_sync: None,
             fail_next_write: None,
             replay: report,
@@ -455,6 +485,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         self.end += buf.len() as u64;
         self.records += recs.len();
         self.unsynced += buf.len() as u64;
+        self.written += buf.len() as u64;
         if sync {
             self.fdatasync()?;
         }
@@ -471,11 +502,55 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// otherwise. Fails with [`JournalError::Poisoned`] after an earlier failure; a failing
     /// `fdatasync` poisons the journal.
     pub fn sync(&mut self) -> Result<(), JournalError> {
+        match self.begin_sync()? {
+            Some(ticket) => {
+                let done = ticket.run();
+                self.finish_sync(ticket, done)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of [`Journal::sync`] for a caller that must not hold the journal while
+    /// the disk works (the daemon's background syncer: appends go on meanwhile): what to
+    /// `fdatasync`, or `None` when nothing waits. Run the ticket without the journal, then give
+    /// its outcome to [`Journal::finish_sync`].
+    pub fn begin_sync(&mut self) -> Result<Option<SyncTicket>, JournalError> {
         self.check_poisoned()?;
         if self.unsynced == 0 {
-            return Ok(());
+            return Ok(None);
         }
-        self.fdatasync()
+        let file = self.file.try_clone().map_err(io_err("dup", &self.path))?;
+        Ok(Some(SyncTicket {
+            file,
+            upto: self.written,
+            epoch: self.epoch,
+            fail: self.fail_next_sync.take(),
+        }))
+    }
+
+    /// Records a [`SyncTicket`]'s outcome: the bytes written before it are durable, or the
+    /// journal is poisoned.
+    pub fn finish_sync(
+        &mut self,
+        ticket: SyncTicket,
+        done: io::Result<Duration>,
+    ) -> Result<(), JournalError> {
+        if ticket.epoch != self.epoch {
+            return Ok(()); // a compaction replaced (and synced) the file meanwhile
+        }
+        let took = match done {
+            Ok(took) => took,
+            Err(e) => {
+                self.poison(format!("fdatasync: {e}"));
+                return Err(io_err("fdatasync", &self.path)(e));
+            }
+        };
+        self.unsynced = self.unsynced.min(self.written - ticket.upto);
+        self.stats.syncs += 1;
+        self.stats.last_sync = took;
+        self.stats.total_sync += took;
+        Ok(())
     }
 
     fn fdatasync(&mut self) -> Result<(), JournalError> {
@@ -563,6 +638,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         self.end = buf.len() as u64;
         self.records = live.len();
         self.unsynced = 0;
+        self.epoch += 1;
         // Until the rename is durable, appends to the new file could vanish
         // with it on a crash, so a failed directory sync poisons.
         if let Err(e) = sync_dir(&self.dir) {

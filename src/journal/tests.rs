@@ -717,3 +717,42 @@ fn unsynced_appends_are_written_and_replayed_in_order() {
     let (_, got) = open(dir.path());
     assert_eq!(got, recs(1..5));
 }
+
+/// A background sync taken as a ticket covers the bytes written before it, not those appended
+/// while it ran; one that a compaction overtook changes nothing; a failing one poisons.
+#[test]
+fn journal_sync_ticket_covers_what_was_written_before_it() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut j, _) = open(d.path());
+    assert!(j.begin_sync().unwrap().is_none(), "nothing waits");
+    j.append_unsynced(&rec(1)).unwrap();
+    let ticket = j.begin_sync().unwrap().expect("a sync is due");
+    j.append_unsynced(&rec(2)).unwrap(); // while the disk works
+    let done = ticket.run();
+    j.finish_sync(ticket, done).unwrap();
+    assert!(j.has_unsynced(), "record 2 came after the ticket");
+    assert_eq!(j.stats().syncs, 1);
+    j.sync().unwrap();
+    assert!(!j.has_unsynced());
+    assert_eq!(j.stats().syncs, 2);
+
+    // Overtaken by a compaction (which syncs the new file whole): ignored.
+    j.append_unsynced(&rec(3)).unwrap();
+    let ticket = j.begin_sync().unwrap().unwrap();
+    j.compact(&recs(0..3)).unwrap();
+    j.append_unsynced(&rec(4)).unwrap();
+    let done = ticket.run();
+    j.finish_sync(ticket, done).unwrap();
+    assert!(
+        j.has_unsynced(),
+        "record 4 is not covered by the old file's sync"
+    );
+
+    // A failing one poisons the journal.
+    j.inject_sync_failure(nix::errno::Errno::EIO);
+    let ticket = j.begin_sync().unwrap().unwrap();
+    let done = ticket.run();
+    assert!(j.finish_sync(ticket, done).is_err());
+    assert!(j.poisoned().is_some());
+    assert!(j.append_unsynced(&rec(5)).is_err());
+}

@@ -9,6 +9,9 @@
 //! waits for exactly one job. The caller starts a replacement while the job runs. Each thread
 //! still runs one job and exits; spares only move the `clone` off the critical path.
 //!
+//! Kinds that return to a namespace keep a socket opened there on a thread of their own
+//! ([`kept`]), so a namespace thread is needed only once per namespace, not once per request.
+//!
 //! [`run_async`]: Namespace::run_async
 use std::fs::File;
 use std::os::fd::AsFd;
