@@ -287,14 +287,10 @@ impl crate::engine::Effect for QdiscFault {
         })
     }
 
-    fn revert<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
-        Box::pin(async move {
-            // A gone namespace or device took the fault with it: nothing to undo.
-            let me = self.clone();
-            self.on_device(move |s, idx| me.uninstall(s, idx)).await?;
-            release_kept(self.netns.id);
-            Ok(())
-        })
+    /// [`Effect::revert_and_check`](crate::engine::Effect::revert_and_check) without its
+    /// verdict: the read-back rides on the same visit.
+    fn revert<'a>(&'a self, ctx: &'a EffectCtx) -> BoxFuture<'a, Result<(), EffectError>> {
+        Box::pin(async move { self.revert_and_check(ctx).await.map(|_| ()) })
     }
 
     fn is_reverted<'a>(&'a self, _: &'a EffectCtx) -> BoxFuture<'a, Result<bool, EffectError>> {
@@ -306,7 +302,8 @@ impl crate::engine::Effect for QdiscFault {
         })
     }
 
-    /// One visit to the namespace: the undo, then the root read back.
+    /// One visit to the namespace: the undo, then the root read back. A gone namespace or
+    /// device took the fault with it: nothing to undo.
     fn revert_and_check<'a>(
         &'a self,
         _: &'a EffectCtx,

@@ -54,8 +54,10 @@
 //!
 //! [`Journal::append_unsynced`] writes the line without the `fdatasync`;
 //! [`Journal::has_unsynced`] says whether such bytes wait for the disk and
-//! [`Journal::sync`] flushes them (one `fdatasync`, none when nothing waits),
-//! for a background syncer. Any synced append also makes the earlier unsynced
+//! [`Journal::sync`] flushes them (one `fdatasync`, none when nothing waits);
+//! a background syncer that must not hold the journal while the disk works
+//! splits it into [`Journal::begin_sync`], [`SyncTicket::run`] and
+//! [`Journal::finish_sync`]. Any synced append also makes the earlier unsynced
 //! ones durable. [`JournalStats::syncs`] counts every `fdatasync` performed.
 //!
 //! If a write fails the file is truncated back to the last good record; if

@@ -216,11 +216,6 @@ impl<S: Send + 'static> Kept<S> {
         let _ = self.send(id, Cmd::Release);
     }
 
-    /// Namespaces with an open socket (tests, diagnostics).
-    pub fn open_count(&self) -> usize {
-        self.map().as_ref().map_or(0, |m| m.entries.len())
-    }
-
     /// Whether namespace `id` has an open socket (tests, diagnostics).
     pub fn is_open(&self, id: NsId) -> bool {
         self.map()

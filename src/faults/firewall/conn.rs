@@ -84,11 +84,6 @@ pub fn release(id: NsId) {
     CONNS.release(id);
 }
 
-/// Namespaces with an open socket (tests, diagnostics).
-pub fn open_count() -> usize {
-    CONNS.open_count()
-}
-
 /// Whether namespace `id` has an open socket (tests, diagnostics).
 pub fn is_open(id: NsId) -> bool {
     CONNS.is_open(id)
