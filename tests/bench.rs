@@ -778,6 +778,30 @@ async fn bench_settcs_latency() {
         .extra(json!({"per_fdatasync": fe.json(), "journal": journal}))
         .print();
     }
+    // The transport's own share of the client-observed numbers: an RPC with next to no work
+    // behind it (ListFaults with no fault active), each call after a 3 ms pause so that the
+    // daemon's and the client's threads are parked, as they are after a shell-out above.
+    let mut empty = Vec::new();
+    for _ in 0..iters.min(300) {
+        std::thread::sleep(Duration::from_millis(3));
+        let t = Instant::now();
+        let l = unix_c
+            .list_faults(api::ListFaultsRequest::default())
+            .await
+            .expect("ListFaults")
+            .into_inner();
+        empty.push(ms(t.elapsed()));
+        assert!(l.faults.is_empty(), "{l:?}");
+    }
+    let e = Stats::of(&empty);
+    row(
+        "grpc_empty_rpc_p50",
+        "gRPC round trip with no work behind it (ListFaults, none active) p50, client (admin unix socket)",
+        "ms",
+        e.p50,
+    )
+    .extra(json!({"faultd": e.json()}))
+    .print();
     drop(d);
 }
 

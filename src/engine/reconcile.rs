@@ -6,6 +6,10 @@ use super::record::now_unix_ms;
 use super::{lock, Durability, Effect, EndReason, Engine, FaultRecord, Phase, Scope, KEEP_ENDED};
 use crate::metrics::RollbackLabels;
 
+/// The journal is never compacted below this many records (a compaction rewrites and syncs
+/// the whole file).
+const COMPACT_AFTER: usize = 1000;
+
 /// What start-up reconciliation did.
 #[derive(Debug, Default, Clone)]
 pub struct ReconcileReport {
@@ -91,12 +95,23 @@ impl<E: Effect> Engine<E> {
         report
     }
 
+    /// Compacts once the journal holds more than twice the records a compaction would keep
+    /// (and over [`COMPACT_AFTER`]): the active faults plus [`KEEP_ENDED`] ended ones. Whatever
+    /// number of records a kind writes per fault, the journal and the in-memory list stay
+    /// bounded on a node that applies and revokes all day.
     pub(super) async fn maybe_compact(&self) {
-        let (len, live) = {
-            let j = lock(&self.journal).len();
-            (j, lock(&self.faults).len())
+        if lock(&self.journal).len() <= COMPACT_AFTER {
+            return;
+        }
+        let kept = {
+            let faults = lock(&self.faults);
+            let ended = faults
+                .values()
+                .filter(|r| r.phase == Phase::Reverted)
+                .count();
+            faults.len() - ended + ended.min(KEEP_ENDED)
         };
-        if len > 1000 && len > 4 * live {
+        if lock(&self.journal).len() > 2 * kept {
             self.compact().await;
         }
     }

@@ -1036,3 +1036,30 @@ async fn a_host_fault_whose_target_is_gone_ends_as_target_gone() {
     let r = e.revert(&rec.id, EndReason::Request).await.unwrap();
     assert_eq!(r.end_reason, Some(EndReason::Request));
 }
+
+/// A node that applies and revokes faults all day keeps a bounded journal and a bounded list:
+/// compaction must trigger whatever number of records a kind writes per fault (a one-step
+/// `Boot` kind writes four: intent, applied, reverting, reverted).
+#[tokio::test]
+async fn journal_and_list_stay_bounded_under_churn() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    for (n, effect) in [("boot", true), ("persistent", false)] {
+        for i in 0..1200 {
+            let fx = FileEffect {
+                boot: effect,
+                fused: effect,
+                ..f.effect(&format!("{n}{i}"))
+            };
+            let r = e.apply(new_fault(fx, None, None)).await.unwrap();
+            e.revert(&r.id, EndReason::Request).await.unwrap();
+            let records = lock(&e.journal).len();
+            assert!(records <= 1010, "{n} #{i}: {records} journal records");
+        }
+        assert!(
+            e.list(true).len() <= 2 * KEEP_ENDED + 100,
+            "{n}: {} faults kept in memory",
+            e.list(true).len()
+        );
+    }
+}

@@ -137,10 +137,14 @@ impl QdiscFault {
         }
     }
 
-    /// Installs the tree on device `idx` (on a namespace thread). A root of another kind cannot
-    /// be replaced in place: it is deleted, then the tree is built.
-    fn install(&self, s: &mut RouteSocket, idx: u32) -> crate::tc::Result<()> {
-        qdisc::delete_root_qdisc(s, idx)?;
+    /// Installs the tree on device `idx` (with the namespace's kept socket). A root of another
+    /// kind cannot be replaced in place: it is deleted first, unless `configured` is false (the
+    /// caller just read the kernel's default root there, which the new root replaces; should
+    /// another root appear meanwhile, the exclusive add refuses rather than replace it).
+    fn install(&self, s: &mut RouteSocket, idx: u32, configured: bool) -> crate::tc::Result<()> {
+        if configured {
+            qdisc::delete_root_qdisc(s, idx)?;
+        }
         self.tree
             .iter()
             .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))
@@ -248,7 +252,7 @@ impl crate::engine::Effect for QdiscFault {
             let me = self.clone();
             self.in_netns(true, move |s| {
                 let idx = qdisc::link_index(s, &me.device)?;
-                me.install(s, idx)
+                me.install(s, idx, true)
             })
             .await?;
             Ok(None)
@@ -275,9 +279,11 @@ impl crate::engine::Effect for QdiscFault {
             let me = self.clone();
             self.in_netns(true, move |s| {
                 let idx = qdisc::link_index(s, &me.device)?;
-                Ok(match me.completed_by(prior_of(s, idx)?) {
+                let (root, children) = prior_of(s, idx)?;
+                let configured = root.as_ref().is_some_and(|r| !r.is_kernel_default());
+                Ok(match me.completed_by((root, children)) {
                     Ok(None) => {
-                        me.install(s, idx)?;
+                        me.install(s, idx, configured)?;
                         Ok(Staged::Applied(None))
                     }
                     other => other.map(Staged::Captured),

@@ -3,20 +3,27 @@
 //! A netlink socket keeps talking to the namespace it was created in, whichever thread uses it.
 //! Kinds that visit the same namespace again and again (a fault's apply, its update, its undo)
 //! keep one socket there instead of paying, on every request, for a namespace thread, `setns`,
-//! the socket and its close. Each namespace's socket is owned by one thread that runs the jobs
-//! sent to it one at a time; the socket is opened on a namespace thread
-//! ([`Namespace::run_async`]), and the owning thread never enters a namespace.
+//! the socket and its close. The socket is opened on a namespace thread
+//! ([`Namespace::run_async`]); no thread that uses it afterwards enters a namespace.
 //!
-//! The thread closes the socket and exits when it has been idle for the kept set's `idle`, or
-//! its `linger` after the namespace's last fault ended ([`Kept::release`]). The close happens
-//! there, never on a request's path (closing an nf_tables socket that deleted objects waits
-//! for an RCU grace period). A socket holds a reference on its namespace, so a namespace stays
-//! alive at most `idle` after faultd last touched it, and its identity `(dev, inode)` cannot be
-//! reused while it is kept: a job sent by identity always reaches the namespace the socket was
-//! opened in.
+//! A job runs on the calling thread when the socket is free: a netlink request is processed by
+//! the kernel inside the `sendmsg` that carries it, so using a kept socket is a few system calls
+//! of tens of microseconds each, and handing them to another thread would cost two thread
+//! wake-ups (on a virtual machine with halted vCPUs, more than the work). Only when another
+//! caller is using the socket at that moment does the job go to the socket's own thread, which
+//! runs such jobs one at a time.
+//!
+//! That thread also closes the socket and exits when it has been idle for the kept set's
+//! `idle`, or its `linger` after the namespace's last fault ended ([`Kept::release`]). The
+//! close happens there, never on a request's path (closing an nf_tables socket that deleted
+//! objects waits for an RCU grace period). A socket holds a reference on its namespace, so a
+//! namespace stays alive at most `idle` after faultd last touched it, and its identity
+//! `(dev, inode)` cannot be reused while it is kept: a job sent by identity always reaches the
+//! namespace the socket was opened in.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::{Namespace, NsError, NsId};
@@ -38,14 +45,56 @@ pub enum KeptError {
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
-enum Cmd<S> {
-    /// A job; `hold`: it belongs to a live fault, so the socket is kept `idle` again.
-    Job(Job<S>, bool),
-    /// The namespace's last fault ended: close `linger` after the last job from now on.
-    Release,
+/// A job the caller could not run itself (the socket was in use).
+struct Cmd<S>(Job<S>);
+
+/// The socket of one namespace and when it was last used.
+struct Held<S> {
+    /// `None` once the owning thread has taken it to close it.
+    socket: Option<S>,
+    /// End of the last job.
+    last: Instant,
+}
+
+/// What the callers and the owning thread of one namespace share.
+struct Slot<S> {
+    held: Mutex<Held<S>>,
+    /// The namespace's last fault ended and no job of a live fault came since.
+    released: AtomicBool,
+}
+
+impl<S> Slot<S> {
+    fn lock(&self) -> MutexGuard<'_, Held<S>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The socket, unless a job is using it right now.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Held<S>>> {
+        match self.held.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Runs `job` on the socket (if it is still open) and notes the use.
+    fn use_socket<T>(
+        held: &mut Held<S>,
+        released: &AtomicBool,
+        hold: bool,
+        job: impl FnOnce(&mut S) -> T,
+    ) -> Option<T> {
+        let out = job(held.socket.as_mut()?);
+        held.last = Instant::now();
+        if hold {
+            released.store(false, Ordering::Release);
+        }
+        Some(out)
+    }
 }
 
 struct Entry<S> {
+    slot: Arc<Slot<S>>,
     tx: Sender<Cmd<S>>,
     generation: u64,
 }
@@ -78,6 +127,12 @@ impl<S: Send + 'static> Kept<S> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The slot of `id`, if a thread keeps a socket there.
+    fn slot(&self, id: NsId) -> Option<Arc<Slot<S>>> {
+        let g = self.map();
+        Some(g.as_ref()?.entries.get(&id)?.slot.clone())
+    }
+
     /// Hands `cmd` to the thread of `id`, if there is one; gives it back otherwise.
     fn send(&self, id: NsId, cmd: Cmd<S>) -> Result<(), Cmd<S>> {
         let mut g = self.map();
@@ -98,9 +153,10 @@ impl<S: Send + 'static> Kept<S> {
         }
     }
 
-    /// Runs `f` with the socket kept for namespace `id`, on its thread. When there is none yet,
-    /// `ns` gives the namespace, `open` opens a socket inside it (on a namespace thread) and a
-    /// thread starts to own it. `hold`: the job belongs to a live fault (undoes
+    /// Runs `f` with the socket kept for namespace `id`: on the calling thread when the socket
+    /// is free, on the socket's thread when another caller is using it. When there is no
+    /// socket yet, `ns` gives the namespace, `open` opens a socket inside it (on a namespace
+    /// thread) and a thread starts to own it. `hold`: the job belongs to a live fault (undoes
     /// [`Kept::release`]).
     pub async fn run<T, E, F>(
         &'static self,
@@ -115,18 +171,32 @@ impl<S: Send + 'static> Kept<S> {
         E: From<KeptError> + Send + 'static,
         F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
     {
+        if let Some(slot) = self.slot(id) {
+            if let Some(mut held) = slot.try_lock() {
+                if held.socket.is_some() {
+                    return Slot::use_socket(&mut held, &slot.released, hold, f)
+                        .expect("socket checked");
+                }
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job<S> = Box::new(move |s: &mut S| {
             let _ = tx.send(f(s));
         });
-        if let Err(cmd) = self.send(id, Cmd::Job(job, hold)) {
+        if let Err(cmd) = self.send(id, Cmd(job)) {
             let socket = ns()?
                 .run_async(open)
                 .await
                 .map_err(|e| E::from(KeptError::Namespace(e)))??;
             self.start(id, socket, cmd).map_err(E::from)?;
         }
-        rx.await.map_err(|_| E::from(KeptError::Ended(self.name)))?
+        let out = rx.await.map_err(|_| E::from(KeptError::Ended(self.name)))?;
+        if hold {
+            if let Some(slot) = self.slot(id) {
+                slot.released.store(false, Ordering::Release);
+            }
+        }
+        out
     }
 
     /// Starts the thread of `id` with `socket` and `first` as its first command (or hands
@@ -152,56 +222,94 @@ impl<S: Send + 'static> Kept<S> {
         tx.send(first).expect("receiver alive");
         map.generation += 1;
         let generation = map.generation;
+        let slot = Arc::new(Slot {
+            held: Mutex::new(Held {
+                socket: Some(socket),
+                last: Instant::now(),
+            }),
+            released: AtomicBool::new(false),
+        });
+        let own = slot.clone();
         std::thread::Builder::new()
             .name(self.name.into())
             .stack_size(256 * 1024)
-            .spawn(move || {
-                let mut socket = socket;
-                let mut released = false;
-                let mut deadline = Instant::now() + self.idle;
-                let handle = |cmd: Cmd<S>, socket: &mut S, released: &mut bool| {
-                    match cmd {
-                        Cmd::Job(job, hold) => {
-                            job(socket);
-                            *released &= !hold;
-                        }
-                        Cmd::Release => *released = true,
-                    }
-                    Instant::now() + if *released { self.linger } else { self.idle }
-                };
-                loop {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(cmd) => deadline = handle(cmd, &mut socket, &mut released),
-                        Err(RecvTimeoutError::Timeout) => {
-                            let mut g = self.map();
-                            if let Ok(cmd) = rx.try_recv() {
-                                drop(g);
-                                deadline = handle(cmd, &mut socket, &mut released);
-                                continue;
-                            }
-                            if let Some(map) = g.as_mut() {
-                                if map
-                                    .entries
-                                    .get(&id)
-                                    .is_some_and(|e| e.generation == generation)
-                                {
-                                    map.entries.remove(&id);
-                                }
-                            }
-                            break;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
-                drop(socket); // the close (and any wait it has) happens here, off every request
-            })
+            .spawn(move || self.own(id, generation, &own, rx))
             .map_err(|source| KeptError::Spawn {
                 name: self.name,
                 source,
             })?;
-        map.entries.insert(id, Entry { tx, generation });
+        map.entries.insert(
+            id,
+            Entry {
+                slot,
+                tx,
+                generation,
+            },
+        );
         Ok(())
+    }
+
+    /// The owning thread: runs the jobs sent to it and closes the socket once it has not been
+    /// used for `idle` (`linger` after a release).
+    fn own(
+        &self,
+        id: NsId,
+        generation: u64,
+        slot: &Slot<S>,
+        rx: std::sync::mpsc::Receiver<Cmd<S>>,
+    ) {
+        let deadline = |held: &Held<S>| {
+            let keep = if slot.released.load(Ordering::Acquire) {
+                self.linger
+            } else {
+                self.idle
+            };
+            held.last + keep
+        };
+        // A job sent here is never `hold`: run() notes that itself once it returns.
+        let run = |Cmd(job): Cmd<S>| {
+            Slot::use_socket(&mut slot.lock(), &slot.released, false, job);
+        };
+        loop {
+            // A release is not sent (waking this thread would compete with the request that
+            // made it): looking every `linger` finds it in time.
+            let wait = deadline(&slot.lock())
+                .saturating_duration_since(Instant::now())
+                .min(self.linger);
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => run(cmd),
+                Err(RecvTimeoutError::Timeout) => {
+                    let mut g = self.map();
+                    if let Ok(cmd) = rx.try_recv() {
+                        drop(g);
+                        run(cmd);
+                        continue;
+                    }
+                    // In use right now, or used meanwhile: not idle.
+                    let Some(mut held) = slot.try_lock() else {
+                        continue;
+                    };
+                    if deadline(&held) > Instant::now() {
+                        continue;
+                    }
+                    if let Some(map) = g.as_mut() {
+                        if map
+                            .entries
+                            .get(&id)
+                            .is_some_and(|e| e.generation == generation)
+                        {
+                            map.entries.remove(&id);
+                        }
+                    }
+                    let socket = held.socket.take();
+                    drop(held);
+                    drop(g);
+                    drop(socket); // the close (and any wait it has) happens here, off every request
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
     }
 
     fn close_in_background(&self, socket: S) {
@@ -213,7 +321,9 @@ impl<S: Send + 'static> Kept<S> {
 
     /// The namespace's last fault ended: close its socket soon unless it is used again.
     pub fn release(&self, id: NsId) {
-        let _ = self.send(id, Cmd::Release);
+        if let Some(slot) = self.slot(id) {
+            slot.released.store(true, Ordering::Release);
+        }
     }
 
     /// Whether namespace `id` has an open socket (tests, diagnostics).
@@ -221,5 +331,148 @@ impl<S: Send + 'static> Kept<S> {
         self.map()
             .as_ref()
             .is_some_and(|m| m.entries.contains_key(&id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ns::NsKind;
+    use std::sync::atomic::AtomicUsize;
+    use std::thread::ThreadId;
+
+    /// A stand-in socket that notes where it is closed.
+    struct Fake {
+        closed_on: &'static Mutex<Vec<String>>,
+    }
+    impl Drop for Fake {
+        fn drop(&mut self) {
+            let name = std::thread::current().name().unwrap_or("?").to_string();
+            self.closed_on.lock().unwrap().push(name);
+        }
+    }
+
+    fn own_netns() -> Option<Namespace> {
+        // Opening a socket "inside" our own namespace still needs setns (CAP_SYS_ADMIN).
+        nix::unistd::geteuid()
+            .is_root()
+            .then(|| Namespace::of_pid(std::process::id(), NsKind::Net).unwrap())
+    }
+
+    fn where_am_i() -> (ThreadId, String) {
+        let t = std::thread::current();
+        (t.id(), t.name().unwrap_or("?").to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_free_socket_is_used_in_place_and_a_busy_one_on_its_thread() {
+        static CLOSED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        static OPENED: AtomicUsize = AtomicUsize::new(0);
+        static K: Kept<Fake> = Kept::new(
+            "kept-test-a",
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        );
+        fn open() -> Result<Fake, KeptError> {
+            OPENED.fetch_add(1, Ordering::SeqCst);
+            Ok(Fake { closed_on: &CLOSED })
+        }
+        let Some(me) = own_netns() else { return };
+        let id = me.id();
+        let ns = || Ok::<_, KeptError>(me.try_clone().unwrap());
+
+        // The first job opens the socket on a namespace thread and runs on the owning thread.
+        let (_, first) = K
+            .run(id, ns, open, true, |_| Ok(where_am_i()))
+            .await
+            .unwrap();
+        assert_eq!(first, "kept-test-a");
+        assert!(K.is_open(id));
+
+        // A free socket: the job runs right here, on the caller's thread.
+        let caller = std::thread::current().id();
+        let (t, _) = K
+            .run(id, ns, open, true, |_| Ok(where_am_i()))
+            .await
+            .unwrap();
+        assert_eq!(t, caller);
+
+        // A busy socket: the job waits for its own thread, which runs it after the other one.
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let id2 = id;
+        let busy = tokio::spawn(async move {
+            let ns =
+                || Ok::<_, KeptError>(Namespace::of_pid(std::process::id(), NsKind::Net).unwrap());
+            K.run(id2, ns, open, true, move |_| {
+                entered_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                Ok(where_am_i())
+            })
+            .await
+            .unwrap()
+        });
+        tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+            .await
+            .unwrap();
+        let fresh =
+            || Ok::<_, KeptError>(Namespace::of_pid(std::process::id(), NsKind::Net).unwrap());
+        let queued = tokio::spawn(K.run(id, fresh, open, true, |_| Ok(where_am_i())));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !queued.is_finished(),
+            "a job ran while another used the socket"
+        );
+        go_tx.send(()).unwrap();
+        let (_, on) = queued.await.unwrap().unwrap();
+        assert_eq!(on, "kept-test-a");
+        busy.await.unwrap();
+        assert_eq!(
+            OPENED.load(Ordering::SeqCst),
+            1,
+            "one socket for the namespace"
+        );
+        assert!(CLOSED.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_released_socket_closes_after_its_linger_on_its_own_thread() {
+        static CLOSED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        static K: Kept<Fake> = Kept::new(
+            "kept-test-b",
+            Duration::from_secs(30),
+            Duration::from_millis(300),
+        );
+        fn open() -> Result<Fake, KeptError> {
+            Ok(Fake { closed_on: &CLOSED })
+        }
+        let Some(me) = own_netns() else { return };
+        let id = me.id();
+        let ns = || Ok::<_, KeptError>(me.try_clone().unwrap());
+        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
+        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
+
+        // Released, then used again by a live fault: kept (idle is 30 s).
+        K.release(id);
+        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(K.is_open(id), "a job of a live fault undoes the release");
+
+        // Released for good: closed about `linger` after the last job, without anyone waking
+        // the thread, and on that thread.
+        K.run(id, ns, open, false, |_| Ok(())).await.unwrap();
+        let released = Instant::now();
+        K.release(id);
+        while K.is_open(id) {
+            assert!(released.elapsed() < Duration::from_secs(3), "never closed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = released.elapsed();
+        assert!(took >= Duration::from_millis(250), "closed early: {took:?}");
+        assert_eq!(*CLOSED.lock().unwrap(), ["kept-test-b"]);
+
+        // The next job opens a new socket.
+        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
+        assert!(K.is_open(id));
     }
 }
