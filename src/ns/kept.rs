@@ -11,7 +11,10 @@
 //! of tens of microseconds each, and handing them to another thread would cost two thread
 //! wake-ups (on a virtual machine with halted vCPUs, more than the work). Only when another
 //! caller is using the socket at that moment does the job go to the socket's own thread, which
-//! runs such jobs one at a time.
+//! runs such jobs one at a time. The kernel may make a request wait for a lock (rtnl, held for
+//! long while many namespaces are torn down): after a job in place took over [`SLOW_JOB`],
+//! every job goes to the sockets' threads for [`SLOW_FOR`], so the runtime's workers wait on
+//! the kernel at most once in a while.
 //!
 //! That thread also closes the socket and exits when it has been idle for the kept set's
 //! `idle`, or its `linger` after the namespace's last fault ended ([`Kept::release`]). The
@@ -43,7 +46,10 @@ pub enum KeptError {
     Ended(&'static str),
 }
 
-type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
+/// A job for the socket's thread: it runs with the socket and gives back the answer, which the
+/// thread sends once the socket is free again (so the caller's next job finds it free).
+type Job<S> = Box<dyn FnOnce(&mut S) -> Reply + Send>;
+type Reply = Box<dyn FnOnce() + Send>;
 
 /// A job the caller could not run itself (the socket was in use).
 struct Cmd<S>(Job<S>);
@@ -111,7 +117,26 @@ pub struct Kept<S> {
     idle: Duration,
     linger: Duration,
     map: Mutex<Option<Map<S>>>,
+    /// Until when jobs go to the sockets' threads whether or not the socket is free: a job
+    /// that ran in place took over [`SLOW_JOB`] (the kernel lock it needs was contended), so
+    /// the callers' threads, the runtime's workers among them, stop waiting on the kernel for
+    /// [`SLOW_FOR`].
+    slow_until: Mutex<Option<Instant>>,
 }
+
+/// What a job asks of the kernel, as far as its caller knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobSize {
+    /// A few requests of a few kilobytes: tens of microseconds unless a lock is contended.
+    Small,
+    /// Enough for the kernel to work for milliseconds (a large nf_tables batch): never in place.
+    Large,
+}
+
+/// A job in place that takes longer than this sends the next ones to the sockets' threads.
+pub const SLOW_JOB: Duration = Duration::from_millis(2);
+/// For how long.
+pub const SLOW_FOR: Duration = Duration::from_secs(10);
 
 impl<S: Send + 'static> Kept<S> {
     pub const fn new(name: &'static str, idle: Duration, linger: Duration) -> Self {
@@ -120,7 +145,14 @@ impl<S: Send + 'static> Kept<S> {
             idle,
             linger,
             map: Mutex::new(None),
+            slow_until: Mutex::new(None),
         }
+    }
+
+    /// Whether a job may run in place now (no slow job in place during the last [`SLOW_FOR`]).
+    fn in_place_allowed(&self) -> bool {
+        let g = self.slow_until.lock().unwrap_or_else(|p| p.into_inner());
+        g.is_none_or(|until| Instant::now() >= until)
     }
 
     fn map(&self) -> MutexGuard<'_, Option<Map<S>>> {
@@ -154,8 +186,8 @@ impl<S: Send + 'static> Kept<S> {
     }
 
     /// Runs `f` with the socket kept for namespace `id`: on the calling thread when the socket
-    /// is free, on the socket's thread when another caller is using it. When there is no
-    /// socket yet, `ns` gives the namespace, `open` opens a socket inside it (on a namespace
+    /// is free and the job [`JobSize::Small`], on the socket's thread otherwise. When there is
+    /// no socket yet, `ns` gives the namespace, `open` opens a socket inside it (on a namespace
     /// thread) and a thread starts to own it. `hold`: the job belongs to a live fault (undoes
     /// [`Kept::release`]).
     pub async fn run<T, E, F>(
@@ -164,6 +196,7 @@ impl<S: Send + 'static> Kept<S> {
         ns: impl FnOnce() -> Result<Namespace, E>,
         open: fn() -> Result<S, E>,
         hold: bool,
+        size: JobSize,
         f: F,
     ) -> Result<T, E>
     where
@@ -171,17 +204,31 @@ impl<S: Send + 'static> Kept<S> {
         E: From<KeptError> + Send + 'static,
         F: FnOnce(&mut S) -> Result<T, E> + Send + 'static,
     {
-        if let Some(slot) = self.slot(id) {
+        let in_place = size == JobSize::Small && self.in_place_allowed();
+        if let Some(slot) = in_place.then(|| self.slot(id)).flatten() {
             if let Some(mut held) = slot.try_lock() {
                 if held.socket.is_some() {
-                    return Slot::use_socket(&mut held, &slot.released, hold, f)
-                        .expect("socket checked");
+                    let started = Instant::now();
+                    let out = Slot::use_socket(&mut held, &slot.released, hold, f);
+                    if started.elapsed() > SLOW_JOB {
+                        let mut g = self.slow_until.lock().unwrap_or_else(|p| p.into_inner());
+                        *g = Some(Instant::now() + SLOW_FOR);
+                        tracing::debug!(
+                            kind = self.name,
+                            took_ms = started.elapsed().as_secs_f64() * 1e3,
+                            "slow netlink job in place: the next ones run on the sockets' threads"
+                        );
+                    }
+                    return out.expect("socket checked");
                 }
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job<S> = Box::new(move |s: &mut S| {
-            let _ = tx.send(f(s));
+            let out = f(s);
+            Box::new(move || {
+                let _ = tx.send(out);
+            }) as Reply
         });
         if let Err(cmd) = self.send(id, Cmd(job)) {
             let socket = ns()?
@@ -268,7 +315,10 @@ impl<S: Send + 'static> Kept<S> {
         };
         // A job sent here is never `hold`: run() notes that itself once it returns.
         let run = |Cmd(job): Cmd<S>| {
-            Slot::use_socket(&mut slot.lock(), &slot.released, false, job);
+            let reply = Slot::use_socket(&mut slot.lock(), &slot.released, false, job);
+            if let Some(reply) = reply {
+                reply();
+            }
         };
         loop {
             // A release is not sent (waking this thread would compete with the request that
@@ -383,7 +433,7 @@ mod tests {
 
         // The first job opens the socket on a namespace thread and runs on the owning thread.
         let (_, first) = K
-            .run(id, ns, open, true, |_| Ok(where_am_i()))
+            .run(id, ns, open, true, JobSize::Small, |_| Ok(where_am_i()))
             .await
             .unwrap();
         assert_eq!(first, "kept-test-a");
@@ -392,10 +442,16 @@ mod tests {
         // A free socket: the job runs right here, on the caller's thread.
         let caller = std::thread::current().id();
         let (t, _) = K
-            .run(id, ns, open, true, |_| Ok(where_am_i()))
+            .run(id, ns, open, true, JobSize::Small, |_| Ok(where_am_i()))
             .await
             .unwrap();
         assert_eq!(t, caller);
+        // A large job never runs in place.
+        let (_, on) = K
+            .run(id, ns, open, true, JobSize::Large, |_| Ok(where_am_i()))
+            .await
+            .unwrap();
+        assert_eq!(on, "kept-test-a");
 
         // A busy socket: the job waits for its own thread, which runs it after the other one.
         let (entered_tx, entered_rx) = std::sync::mpsc::channel();
@@ -404,7 +460,7 @@ mod tests {
         let busy = tokio::spawn(async move {
             let ns =
                 || Ok::<_, KeptError>(Namespace::of_pid(std::process::id(), NsKind::Net).unwrap());
-            K.run(id2, ns, open, true, move |_| {
+            K.run(id2, ns, open, true, JobSize::Small, move |_| {
                 entered_tx.send(()).unwrap();
                 go_rx.recv().unwrap();
                 Ok(where_am_i())
@@ -417,7 +473,8 @@ mod tests {
             .unwrap();
         let fresh =
             || Ok::<_, KeptError>(Namespace::of_pid(std::process::id(), NsKind::Net).unwrap());
-        let queued = tokio::spawn(K.run(id, fresh, open, true, |_| Ok(where_am_i())));
+        let queued =
+            tokio::spawn(K.run(id, fresh, open, true, JobSize::Small, |_| Ok(where_am_i())));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !queued.is_finished(),
@@ -449,18 +506,26 @@ mod tests {
         let Some(me) = own_netns() else { return };
         let id = me.id();
         let ns = || Ok::<_, KeptError>(me.try_clone().unwrap());
-        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
-        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
+        K.run(id, ns, open, true, JobSize::Small, |_| Ok(()))
+            .await
+            .unwrap();
+        K.run(id, ns, open, true, JobSize::Small, |_| Ok(()))
+            .await
+            .unwrap();
 
         // Released, then used again by a live fault: kept (idle is 30 s).
         K.release(id);
-        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
+        K.run(id, ns, open, true, JobSize::Small, |_| Ok(()))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(800)).await;
         assert!(K.is_open(id), "a job of a live fault undoes the release");
 
         // Released for good: closed about `linger` after the last job, without anyone waking
         // the thread, and on that thread.
-        K.run(id, ns, open, false, |_| Ok(())).await.unwrap();
+        K.run(id, ns, open, false, JobSize::Small, |_| Ok(()))
+            .await
+            .unwrap();
         let released = Instant::now();
         K.release(id);
         while K.is_open(id) {
@@ -472,7 +537,44 @@ mod tests {
         assert_eq!(*CLOSED.lock().unwrap(), ["kept-test-b"]);
 
         // The next job opens a new socket.
-        K.run(id, ns, open, true, |_| Ok(())).await.unwrap();
+        K.run(id, ns, open, true, JobSize::Small, |_| Ok(()))
+            .await
+            .unwrap();
         assert!(K.is_open(id));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_slow_job_in_place_jobs_go_to_the_sockets_thread() {
+        static CLOSED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        static K: Kept<Fake> = Kept::new(
+            "kept-test-c",
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        );
+        fn open() -> Result<Fake, KeptError> {
+            Ok(Fake { closed_on: &CLOSED })
+        }
+        let Some(me) = own_netns() else { return };
+        let id = me.id();
+        let ns = || Ok::<_, KeptError>(me.try_clone().unwrap());
+        K.run(id, ns, open, true, JobSize::Small, |_| Ok(()))
+            .await
+            .unwrap();
+        let caller = std::thread::current().id();
+        // In place, and slow (a contended kernel lock, say).
+        let (t, _) = K
+            .run(id, ns, open, true, JobSize::Small, |_| {
+                std::thread::sleep(SLOW_JOB + Duration::from_millis(3));
+                Ok(where_am_i())
+            })
+            .await
+            .unwrap();
+        assert_eq!(t, caller);
+        // The next one does not block the caller's thread: it runs on the socket's.
+        let (_, on) = K
+            .run(id, ns, open, true, JobSize::Small, |_| Ok(where_am_i()))
+            .await
+            .unwrap();
+        assert_eq!(on, "kept-test-c");
     }
 }

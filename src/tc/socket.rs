@@ -20,7 +20,7 @@ use nix::sys::socket::{
 use std::time::Duration;
 
 use super::{Result, TcError};
-use crate::ns::kept::Kept;
+use crate::ns::kept::{JobSize, Kept};
 use crate::ns::{Namespace, NsId, NsKind};
 
 /// Receive buffer: the kernel sizes dump datagrams to the reader's buffer, up to 32 KiB.
@@ -65,7 +65,8 @@ pub const KEPT_IDLE: Duration = Duration::from_secs(10);
 /// fault ended): the controller often recovers and re-applies back to back.
 pub const KEPT_LINGER: Duration = Duration::from_secs(1);
 
-/// Runs `f` with the route socket kept for network namespace `id` (on its thread). Without
+/// Runs `f` with the route socket kept for network namespace `id` (in place when the socket is
+/// free: qdisc requests are small; see [`crate::ns::kept`]). Without
 /// one, `find` gives the namespace (`None`: it is gone, [`TcError::NamespaceGone`]) and a
 /// socket is opened in it. A kept socket pins its namespace, so `id` cannot name another
 /// namespace meanwhile. `hold`: `f` belongs to a live fault (undoes [`release_kept`]).
@@ -90,7 +91,8 @@ where
         }
         Ok(ns)
     };
-    KEPT.run(id, found, RouteSocket::open, hold, f).await
+    KEPT.run(id, found, RouteSocket::open, hold, JobSize::Small, f)
+        .await
 }
 
 /// The namespace's last qdisc fault ended: its kept route socket closes [`KEPT_LINGER`] after

@@ -151,7 +151,7 @@ pub async fn commit(
     op: &'static str,
     batch: nl::Batch,
 ) -> Result<(), FirewallError> {
-    conn::with_socket(ns, move |s| s.commit(op, &batch)).await
+    conn::with_socket_sized(ns, conn::job_size(&batch), move |s| s.commit(op, &batch)).await
 }
 
 /// The fault record's effect: the desired state of one network namespace.
@@ -201,7 +201,7 @@ impl Effect for FirewallFault {
             let batch = nl::apply_batch(&table, &ctx.fault_id).map_err(EffectError::of)?;
             // One job on the namespace's socket: the batch, then the read-back (the kernel must
             // hold exactly what was written, marked as ours).
-            let state = conn::with_socket_holding(&ns, move |s| {
+            let state = conn::with_socket_holding(&ns, conn::job_size(&batch), move |s| {
                 s.commit("apply", &batch)?;
                 s.table_state()
             })

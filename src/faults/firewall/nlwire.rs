@@ -243,6 +243,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The attributes' bytes of all messages: what the kernel has to parse and build.
+    pub fn payload_len(&self) -> usize {
+        self.msgs.iter().map(|m| m.attrs.len()).sum()
+    }
+
     /// The whole batch with sequence numbers `first..`; message `i` has `first + i`.
     pub fn bytes(&self, first: u32) -> Vec<u8> {
         let mut out = Vec::new();

@@ -157,7 +157,7 @@ impl Effect for HttpFault {
             let batch = tproxy::apply_batch(&self.interception, &ctx.fault_id)
                 .map_err(|e| effect_err(&e, e.kind()))?;
             let marker = owner_chain(&ctx.fault_id);
-            let ours = conn::with_socket_holding(&ns, move |s| {
+            let ours = conn::with_socket_holding(&ns, conn::job_size(&batch), move |s| {
                 s.commit("apply HTTPChaos", &batch)?;
                 s.has_chain_in(HTTP_TABLE, &marker)
             })
