@@ -98,8 +98,11 @@ fn init_logging(format: LogFormat) {
         // fuser logs a reply to a connection faultd just ended (IOChaos teardown) as an error;
         // the teardown itself is logged by faultd.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser::reply=off"));
+    // Colours only for a person at a terminal: a log file or a container's log pipe gets
+    // plain text (escape codes there are noise, and cost a tenth of each line's formatting).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),

@@ -90,7 +90,11 @@ pub struct TcRule {
 pub struct QdiscFault {
     pub netns: NetnsRef,
     pub device: String,
-    /// Installed in order: the root first.
+    /// Installed in order: the root first. The journal keeps each qdisc's kind, handle and
+    /// parent but not its options: the undo removes the tree by its root's handle and nothing
+    /// ever installs a tree read back from the journal, while a tbf's rate table alone made
+    /// every record 2 KiB (of hex) larger, four times per fault.
+    #[serde(serialize_with = "tree_shape")]
     pub tree: Vec<Qdisc>,
     /// The root qdisc before faultd touched the device.
     pub prior_root: Option<Qdisc>,
@@ -346,6 +350,21 @@ impl crate::engine::Effect for QdiscFault {
     fn target_gone(&self, _: &EffectCtx) -> bool {
         self.netns.find().is_none()
     }
+}
+
+/// Serializes a fault's tree without its qdiscs' options (see [`QdiscFault::tree`]).
+fn tree_shape<S: serde::Serializer>(tree: &[Qdisc], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Shape<'a> {
+        kind: &'a str,
+        handle: u32,
+        parent: u32,
+    }
+    s.collect_seq(tree.iter().map(|q| Shape {
+        kind: &q.kind,
+        handle: q.handle,
+        parent: q.parent,
+    }))
 }
 
 /// Device `idx`'s root qdisc and how many child qdiscs hang below it (ingress and clsact do
@@ -684,6 +703,62 @@ mod tests {
             protocol: String::new(),
             device: device.into(),
         }
+    }
+
+    #[test]
+    fn a_record_keeps_the_prior_root_whole_and_the_tree_without_options() {
+        let mut tbf = netem("", "");
+        tbf.kind = TcRuleKind::Tbf(TbfArgs {
+            rate: "1mbit".into(),
+            limit: 10000,
+            buffer: 32000,
+            ..Default::default()
+        });
+        let p = plan(&[tbf]).unwrap().remove(0);
+        let prior = Qdisc {
+            kind: "tbf".into(),
+            handle: 0x0001_0000,
+            parent: TC_H_ROOT,
+            options: p.tree[0].options.clone(),
+        };
+        let f = QdiscFault {
+            netns: crate::faults::netns::NetnsRef {
+                id: crate::ns::NsId {
+                    dev: 4,
+                    ino: 4026531840,
+                },
+                holder_pid: 1,
+                host: true,
+            },
+            device: p.device.clone(),
+            tree: p.tree.clone(),
+            prior_root: Some(prior.clone()),
+            description: p.description.clone(),
+        };
+        let json = serde_json::to_string(&f).unwrap();
+        // The tbf rate table (1 KiB) is in the record once: in the prior root.
+        let table_hex = 2 * p.tree[0].options.as_ref().unwrap().len();
+        assert!(table_hex > 2000);
+        assert!(json.len() < table_hex + 512, "{} bytes: {json}", json.len());
+        let back: QdiscFault = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.prior_root, Some(prior));
+        let shape = |t: &[Qdisc]| -> Vec<(String, u32, u32)> {
+            t.iter()
+                .map(|q| (q.kind.clone(), q.handle, q.parent))
+                .collect()
+        };
+        assert_eq!(shape(&back.tree), shape(&f.tree));
+        assert!(back.tree.iter().all(|q| q.options.is_none()));
+        // What the undo needs: the root's handle.
+        assert_eq!(back.tree[0].handle, f.tree[0].handle);
+        // Records written before this change (options in the tree) still read back.
+        let old = json.replace(
+            r#""parent":4294967295}]"#,
+            r#""parent":4294967295,"options":"00"}]"#,
+        );
+        assert_ne!(old, json);
+        let back: QdiscFault = serde_json::from_str(&old).unwrap();
+        assert_eq!(back.tree[0].options, Some(vec![0]));
     }
 
     #[test]

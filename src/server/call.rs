@@ -73,7 +73,7 @@ where
     let msg = req.into_inner();
     let span = tracing::info_span!(
         "rpc",
-        method = %format!("{service}/{method}"),
+        method = format_args!("{service}/{method}"),
         peer = %ctx.peer,
         container_id = %container_id(&msg),
         namespaced_name = %ctx.namespaced_name,

@@ -66,8 +66,9 @@ pub struct Qdisc {
     pub handle: u32,
     /// [`TC_H_ROOT`] or the parent class.
     pub parent: u32,
-    /// Raw `TCA_OPTIONS` payload; `None` when the qdisc has no options attribute.
-    #[serde(with = "crate::hex::opt")]
+    /// Raw `TCA_OPTIONS` payload; `None` when the qdisc has no options attribute (or was read
+    /// back from a record that does not keep them).
+    #[serde(default, with = "crate::hex::opt")]
     pub options: Option<Vec<u8>>,
 }
 
