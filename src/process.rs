@@ -97,16 +97,70 @@ fn proc_error(
     }
 }
 
-/// `/proc/<pid>/stat` under another procfs mount, parsed by `procfs`.
+/// `/proc/<pid>/stat` under another procfs mount. Read with one `open` and a read into a stack
+/// buffer and parsed in place (it sits on every pid-targeted request's path: the `procfs` crate
+/// took eight system calls and parsed all 52 fields into an allocated struct).
 pub fn stat_in(proc_root: &Path, pid: u32) -> Result<ProcStat, ProcessError> {
-    let dir = proc_root.join(pid.to_string());
-    let st = procfs::process::Process::new_with_root(dir.clone())
-        .and_then(|p| p.stat())
-        .map_err(|e| proc_error(Some(pid), "/proc/<pid>/stat", &dir.join("stat"), e))?;
+    use std::io::Read;
+    let path = proc_root.join(pid.to_string()).join("stat");
+    let io = |source: std::io::Error| match source.raw_os_error() {
+        // ESRCH: the process exited between the open and the read
+        Some(libc::ENOENT | libc::ESRCH) => ProcessError::NotFound { pid },
+        _ => ProcessError::Io {
+            path: path.display().to_string(),
+            source,
+        },
+    };
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    // 52 fields of at most 20 digits and a 64-byte comm fit with room to spare
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    loop {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+        if len == buf.len() {
+            return Err(ProcessError::Parse {
+                what: "/proc/<pid>/stat",
+                detail: format!("longer than {} bytes", buf.len()),
+            });
+        }
+    }
+    parse_stat(&buf[..len]).map_err(|detail| ProcessError::Parse {
+        what: "/proc/<pid>/stat",
+        detail,
+    })
+}
+
+/// Parses a `/proc/<pid>/stat` line: `pid (comm) state ppid ... starttime ...`. `comm` may hold
+/// spaces, parentheses and bytes that are not UTF-8, so the fields start after the last `)`.
+fn parse_stat(text: &[u8]) -> Result<ProcStat, String> {
+    let close = text
+        .iter()
+        .rposition(|&b| b == b')')
+        .ok_or("no \")\" after the command name")?;
+    let rest = std::str::from_utf8(&text[close + 1..]).map_err(|e| e.to_string())?;
+    let mut fields = rest.split_ascii_whitespace();
+    let mut state = fields.next().ok_or("no state (field 3)")?.chars();
+    let state = match (state.next(), state.next()) {
+        (Some(c), None) => c,
+        _ => return Err("the state (field 3) is not one character".into()),
+    };
+    let number = |field: Option<&str>, what: &str| -> Result<u64, String> {
+        let f = field.ok_or_else(|| format!("no {what}"))?;
+        f.parse()
+            .map_err(|_| format!("{what} is not a number: {f:?}"))
+    };
+    let ppid = number(fields.next(), "ppid (field 4)")?;
+    // fields 5..=21 skipped: the 17 between ppid and starttime
+    let start_ticks = number(fields.nth(17), "starttime (field 22)")?;
     Ok(ProcStat {
-        state: st.state,
-        ppid: u32::try_from(st.ppid).unwrap_or(0),
-        start_ticks: st.starttime,
+        state,
+        ppid: u32::try_from(ppid).unwrap_or(0),
+        start_ticks,
     })
 }
 
@@ -253,6 +307,41 @@ mod tests {
             stat_in(root, 44),
             Err(ProcessError::NotFound { pid: 44 })
         ));
+    }
+
+    #[test]
+    fn the_own_parser_agrees_with_procfs_on_live_processes_and_takes_any_comm() {
+        for pid in [std::process::id(), 1] {
+            let ours = stat(pid).unwrap();
+            let theirs = procfs::process::Process::new(pid as i32)
+                .unwrap()
+                .stat()
+                .unwrap();
+            assert_eq!(
+                (ours.state, ours.ppid as i32, ours.start_ticks),
+                (theirs.state, theirs.ppid, theirs.starttime),
+                "pid {pid}"
+            );
+        }
+        // a comm that is not UTF-8
+        let mut line = b"42 (\xff\xfe) ".to_vec();
+        line.extend_from_slice(
+            stat_line(0, "x", 'R', 7, 99)
+                .split_once(") ")
+                .unwrap()
+                .1
+                .as_bytes(),
+        );
+        assert_eq!(
+            parse_stat(&line).unwrap(),
+            ProcStat {
+                state: 'R',
+                ppid: 7,
+                start_ticks: 99
+            }
+        );
+        assert!(parse_stat(b"42 (x) SS 1").is_err());
+        assert!(parse_stat(b"42 (x) S one").is_err());
     }
 
     #[test]

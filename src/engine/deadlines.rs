@@ -62,6 +62,17 @@ impl<E: Effect> Engine<E> {
         }
     }
 
+    /// Wakes the deadline loop if a fault applied now ends before the loop's next scan (at
+    /// most [`TICK`] away): an apply does not make it walk every fault in memory again.
+    pub(super) fn wake_for(&self, deadline: Option<&super::record::Deadline>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let next = self.next_scan_ms.load(SeqCst);
+        let sooner = deadline.is_some_and(|d| d.boot_id != self.boot_id || d.boottime_ms < next);
+        if next == 0 || sooner {
+            self.wake.notify_one();
+        }
+    }
+
     /// Finds what must end now: expired deadlines, lapsed leases, targets that went away.
     fn due(&self) -> (Vec<(String, EndReason)>, Duration) {
         let now = now_boottime_ms();
@@ -108,7 +119,10 @@ impl<E: Effect> Engine<E> {
 
     /// Enforces deadlines and leases until `stop` fires.
     pub async fn run_deadlines(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use std::sync::atomic::Ordering::SeqCst;
         loop {
+            // Scanning: an apply meanwhile wakes the loop again whatever its deadline.
+            self.next_scan_ms.store(0, SeqCst);
             let (due, next) = self.due();
             for (id, reason) in due {
                 // One rollback task per fault: it may wait for the group lock for a while (an
@@ -124,8 +138,11 @@ impl<E: Effect> Engine<E> {
                     lock(&me.ending).remove(&id);
                 });
             }
+            let pause = next.max(Duration::from_millis(5));
+            self.next_scan_ms
+                .store(now_boottime_ms() + pause.as_millis() as u64, SeqCst);
             tokio::select! {
-                _ = tokio::time::sleep(next.max(Duration::from_millis(5))) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = self.wake.notified() => {}
                 _ = stop.changed() => return,
             }

@@ -15,6 +15,7 @@ mod lease;
 mod reconcile;
 pub mod record;
 mod request;
+mod table;
 
 pub use effect::{
     blocking, Durability, Effect, EffectCtx, EffectError, FailureKind, Holds, Scope, Staged,
@@ -24,7 +25,7 @@ pub use reconcile::ReconcileReport;
 pub use record::{Deadline, EndReason, FaultRecord, Phase, TargetIdentity};
 pub use request::{FaultMeta, GroupLock, NewFault};
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,13 +102,15 @@ pub struct HaltReport<E> {
 /// spawn [`Engine::run_deadlines`].
 pub struct Engine<E: Effect> {
     journal: Arc<Mutex<Journal<FaultRecord<E>>>>,
-    faults: Mutex<BTreeMap<String, FaultRecord<E>>>,
+    faults: Mutex<table::FaultTable<E>>,
     leases: Mutex<HashMap<String, Lease>>,
     groups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
     boot_id: String,
     max_duration: Option<Duration>,
     wake: Notify,
+    /// When the deadline loop scans next (`CLOCK_BOOTTIME` ms); 0 while it scans.
+    next_scan_ms: std::sync::atomic::AtomicU64,
     /// Faults the deadline loop has handed to a rollback task that has not finished yet.
     ending: Mutex<HashSet<String>>,
     /// The state dir when it is on tmpfs/ramfs: `Persistent` faults are refused then.
@@ -171,7 +174,7 @@ impl<E: Effect> Engine<E> {
         boot_id: String,
     ) -> Result<Arc<Self>, EngineError> {
         let (journal, records) = Journal::<FaultRecord<E>>::open(state_dir)?;
-        let mut faults = BTreeMap::new();
+        let mut faults = table::FaultTable::default();
         for r in records {
             faults.insert(r.id.clone(), r);
         }
@@ -187,6 +190,7 @@ impl<E: Effect> Engine<E> {
             boot_id,
             max_duration: (!max_duration.is_zero()).then_some(max_duration),
             wake: Notify::new(),
+            next_scan_ms: std::sync::atomic::AtomicU64::new(0),
             ending: Mutex::new(HashSet::new()),
             volatile: crate::journal::is_volatile_fs(state_dir)
                 .unwrap_or(false)
@@ -434,7 +438,7 @@ impl<E: Effect> Engine<E> {
                     self.finish(rec, EndReason::ApplyFailed, true).await;
                     return Err(e);
                 }
-                self.wake.notify_one();
+                self.wake_for(rec.deadline.as_ref());
                 tracing::info!(fault = %rec.id, kind = %rec.kind, summary = %rec.effect.summary(), "fault applied");
                 Ok(rec)
             }
@@ -607,8 +611,7 @@ impl<E: Effect> Engine<E> {
     /// The most recently created fault of a group, in any phase.
     pub fn last_in_group(&self, group: &str) -> Option<FaultRecord<E>> {
         lock(&self.faults)
-            .values()
-            .filter(|r| r.group == group)
+            .in_group(group)
             .max_by_key(|r| r.created_unix_ms)
             .cloned()
     }
@@ -616,8 +619,8 @@ impl<E: Effect> Engine<E> {
     /// Active faults of a group, oldest first.
     pub fn active_in_group(&self, group: &str) -> Vec<FaultRecord<E>> {
         let mut v: Vec<_> = lock(&self.faults)
-            .values()
-            .filter(|r| r.group == group && r.phase.is_active())
+            .in_group(group)
+            .filter(|r| r.phase.is_active())
             .cloned()
             .collect();
         v.sort_by_key(|r| r.created_unix_ms);

@@ -1063,3 +1063,129 @@ async fn journal_and_list_stay_bounded_under_churn() {
         );
     }
 }
+
+#[tokio::test]
+async fn group_lookups_follow_applies_rollbacks_and_compaction() {
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let group_of = |i: usize| format!("g{}", i % 3);
+    let mut live = Vec::new();
+    for i in 0..1500 {
+        let fx = FileEffect {
+            boot: true,
+            fused: true,
+            ..f.effect(&format!("f{i}"))
+        };
+        let r = e
+            .apply(in_group(new_fault(fx, None, None), &group_of(i)))
+            .await
+            .unwrap();
+        // every tenth fault stays active; the rest end at once (compaction drops them later)
+        if i % 10 == 0 {
+            live.push((r.id, group_of(i)));
+        } else {
+            e.revert(&r.id, EndReason::Request).await.unwrap();
+        }
+        if i % 250 == 0 {
+            for g in ["g0", "g1", "g2"] {
+                // the index agrees with a walk over every record
+                let mut walk: Vec<String> = e
+                    .list(false)
+                    .into_iter()
+                    .filter(|r| r.group == g && r.phase.is_active())
+                    .map(|r| r.id)
+                    .collect();
+                walk.sort();
+                let mut indexed: Vec<String> =
+                    e.active_in_group(g).into_iter().map(|r| r.id).collect();
+                indexed.sort();
+                assert_eq!(indexed, walk, "#{i} group {g}");
+            }
+            assert_eq!(
+                e.last_in_group(&group_of(i)).map(|r| r.id).as_deref(),
+                e.list(true)
+                    .into_iter()
+                    .filter(|r| r.group == group_of(i))
+                    .max_by_key(|r| r.created_unix_ms)
+                    .map(|r| r.id)
+                    .as_deref(),
+                "#{i}"
+            );
+        }
+    }
+    assert!(lock(&e.journal).len() <= 1010, "compaction ran");
+    for g in ["g0", "g1", "g2"] {
+        let mut want: Vec<&str> = live
+            .iter()
+            .filter(|(_, lg)| lg == g)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        want.sort();
+        let active = e.active_in_group(g);
+        assert!(
+            active
+                .windows(2)
+                .all(|w| w[0].created_unix_ms <= w[1].created_unix_ms),
+            "group {g}: oldest first"
+        );
+        let mut got: Vec<String> = active.into_iter().map(|r| r.id).collect();
+        got.sort();
+        assert_eq!(got, want, "group {g}");
+    }
+    assert!(e.active_in_group("nobody").is_empty());
+    assert!(e.last_in_group("nobody").is_none());
+}
+
+#[tokio::test]
+async fn a_deadline_sooner_than_the_next_scan_wakes_the_loop_and_a_later_one_does_not() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let f = Fixture::new();
+    let e = f.engine("b1", Duration::ZERO);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(e.clone().run_deadlines(stop));
+    // the loop found nothing and sleeps a whole tick
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let planned = e.next_scan_ms.load(SeqCst);
+    assert!(
+        planned > now_boottime_ms(),
+        "the loop sleeps until {planned}"
+    );
+    // a fault ending long after the next scan: the loop sleeps on
+    let late = e
+        .apply(new_fault(
+            f.effect("late"),
+            Some(Duration::from_secs(60)),
+            None,
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        e.next_scan_ms.load(SeqCst),
+        planned,
+        "woken for a late deadline"
+    );
+    // one ending 20 ms from now, well before the scan planned up to a tick away: woken for it
+    let t0 = Instant::now();
+    let soon = e
+        .apply(new_fault(
+            f.effect("soon"),
+            Some(Duration::from_millis(20)),
+            None,
+        ))
+        .await
+        .unwrap();
+    while f.marker("soon").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(2), "not expired");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let took = t0.elapsed();
+    assert!(
+        took < TICK - Duration::from_millis(50),
+        "expired after {took:?}: the loop waited for its tick"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(e.get(&soon.id).unwrap().end_reason, Some(EndReason::Expiry));
+    assert_eq!(e.get(&late.id).unwrap().phase, Phase::Applied);
+    stop_tx.send(true).unwrap();
+}
