@@ -154,6 +154,27 @@ impl QdiscFault {
             .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))
     }
 
+    /// Installs the tree if the device's root is the kernel's default, in one request and
+    /// without reading the root first: the kernel takes an exclusive add of a root only over
+    /// its own default root (handle 0), and refuses it (`EEXIST`, nothing changed) over any
+    /// configured root, faultd residue included. `false` then: the caller captures that root.
+    /// A success is exactly what the intent (no prior root) says to undo.
+    fn install_over_default(&self, s: &mut RouteSocket, idx: u32) -> crate::tc::Result<bool> {
+        let Some((root, rest)) = self.tree.split_first() else {
+            return Ok(false);
+        };
+        match qdisc::apply_qdisc(s, idx, root, AddMode::Exclusive) {
+            Ok(()) => {}
+            Err(crate::tc::TcError::Kernel { errno, .. }) if errno == libc::EEXIST => {
+                return Ok(false)
+            }
+            Err(e) => return Err(e),
+        }
+        rest.iter()
+            .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))?;
+        Ok(true)
+    }
+
     /// Removes the tree from device `idx` and puts the prior root back (on a namespace thread).
     /// Only faultd's own root goes: a fault that ended before its tree was installed (or a root
     /// someone else put there since) is left alone.
@@ -283,6 +304,9 @@ impl crate::engine::Effect for QdiscFault {
             let me = self.clone();
             self.in_netns(true, move |s| {
                 let idx = qdisc::link_index(s, &me.device)?;
+                if me.prior_root.is_none() && me.install_over_default(s, idx)? {
+                    return Ok(Ok(Staged::Applied(None)));
+                }
                 let (root, children) = prior_of(s, idx)?;
                 let configured = root.as_ref().is_some_and(|r| !r.is_kernel_default());
                 Ok(match me.completed_by((root, children)) {

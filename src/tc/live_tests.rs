@@ -341,3 +341,40 @@ async fn live_netem_when_the_kernel_has_it() {
         }
     }
 }
+
+/// The kernel contract faultd's one-request apply relies on: an exclusive add of a root works
+/// over the kernel's default root only, and over any configured root (another tool's, or a
+/// faultd tree with the same handle) fails with `EEXIST` and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "host tier: needs root"]
+async fn live_exclusive_root_add_works_over_the_default_root_only() {
+    let t = TestNs::new();
+    let mut s = t.socket();
+    let h = &mut s;
+    let idx = link_index(h, "v0").unwrap();
+    let ours = Qdisc::tbf(TC_H_ROOT, tc_handle(0xfa01, 0), &tbf_50ms()).unwrap();
+    // the kernel's default (noqueue on a veth, handle 0): the add grafts over it
+    assert_eq!(root_qdisc(h, idx).unwrap().map(|q| q.handle), Some(0));
+    apply_qdisc(h, idx, &ours, AddMode::Exclusive).unwrap();
+    assert_eq!(t.tc_root_json()["handle"], "fa01:");
+    // a faultd tree with the same handle already there: refused, untouched
+    let again = apply_qdisc(h, idx, &ours, AddMode::Exclusive).unwrap_err();
+    assert!(
+        matches!(again, TcError::Kernel { errno, .. } if errno == libc::EEXIST),
+        "{again:?}"
+    );
+    assert_eq!(t.tc_root_json()["options"]["rate"], 125_000);
+    // someone else's root: refused, untouched
+    delete_root_qdisc(h, idx).unwrap();
+    t.exec(&[
+        "tc", "qdisc", "add", "dev", "v0", "root", "handle", "5:", "tbf", "rate", "2mbit", "burst",
+        "5000", "latency", "20ms",
+    ]);
+    let before = t.tc_root_json();
+    let other = apply_qdisc(h, idx, &ours, AddMode::Exclusive).unwrap_err();
+    assert!(
+        matches!(other, TcError::Kernel { errno, .. } if errno == libc::EEXIST),
+        "{other:?}"
+    );
+    assert_eq!(t.tc_root_json(), before);
+}
