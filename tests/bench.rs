@@ -802,6 +802,57 @@ async fn bench_settcs_latency() {
     )
     .extra(json!({"faultd": e.json()}))
     .print();
+
+    // How the same apply's client-observed time depends on how long the machine sat idle
+    // before it (on a VM: vCPU wake-up, clock ramp, cold caches), not on faultd: right after
+    // another call (warm), after a 3 ms and after a 20 ms pause. The interleaved rows above
+    // follow ~9 ms of shell-outs, during which faultd's thread sits idle.
+    let mut idle_rows = Vec::new();
+    for (pause_ms, warm) in [(0u64, true), (3, false), (20, false)] {
+        let mut samples = Vec::new();
+        for _ in 0..(iters / 4).clamp(10, 100) {
+            if pause_ms > 0 {
+                std::thread::sleep(Duration::from_millis(pause_ms));
+            }
+            if warm {
+                unix_c
+                    .list_faults(api::ListFaultsRequest::default())
+                    .await
+                    .expect("ListFaults");
+            }
+            let t = Instant::now();
+            let f = unix_c
+                .apply_fault(apply_req(pid))
+                .await
+                .expect("ApplyFault")
+                .into_inner();
+            samples.push(ms(t.elapsed()));
+            unix_c
+                .revoke_fault(api::RevokeFaultRequest { id: f.id })
+                .await
+                .expect("RevokeFault");
+        }
+        idle_rows.push((pause_ms, warm, Stats::of(&samples)));
+    }
+    for (pause_ms, warm, st) in idle_rows {
+        let (id, what) = if warm {
+            (
+                "settcs_apply_warm_p50".to_string(),
+                "right after another call".to_string(),
+            )
+        } else {
+            (
+                format!("settcs_apply_after_{pause_ms}ms_idle_p50"),
+                format!("after {pause_ms} ms idle"),
+            )
+        };
+        let metric = format!("SetTcs apply p50, client (admin unix socket), {what}");
+        row(&id, &metric, "ms", st.p50)
+            .extra(json!({"faultd": st.json()}))
+            .print();
+    }
+    d.assert_alive();
+    assert!(!ns.has_faultd_qdisc(), "residue: {}", ns.qdisc_dump());
     drop(d);
 }
 
