@@ -67,7 +67,8 @@ impl<E: Effect> Engine<E> {
     pub(super) fn wake_for(&self, deadline: Option<&super::record::Deadline>) {
         use std::sync::atomic::Ordering::SeqCst;
         let next = self.next_scan_ms.load(SeqCst);
-        let sooner = deadline.is_some_and(|d| d.boot_id != self.boot_id || d.boottime_ms < next);
+        // (a deadline set now is of this boot)
+        let sooner = deadline.is_some_and(|d| d.boottime_ms < next);
         if next == 0 || sooner {
             self.wake.notify_one();
         }

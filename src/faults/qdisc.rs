@@ -141,17 +141,12 @@ impl QdiscFault {
         }
     }
 
-    /// Installs the tree on device `idx` (with the namespace's kept socket). A root of another
-    /// kind cannot be replaced in place: it is deleted first, unless `configured` is false (the
-    /// caller just read the kernel's default root there, which the new root replaces; should
-    /// another root appear meanwhile, the exclusive add refuses rather than replace it).
-    fn install(&self, s: &mut RouteSocket, idx: u32, configured: bool) -> crate::tc::Result<()> {
-        if configured {
-            qdisc::delete_root_qdisc(s, idx)?;
-        }
-        self.tree
-            .iter()
-            .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))
+    /// Installs the tree on device `idx` (with the namespace's kept socket) over a root that is
+    /// not the kernel's default (that case is [`QdiscFault::install_over_default`]). A root of
+    /// another kind cannot be replaced in place: it is deleted first.
+    fn install(&self, s: &mut RouteSocket, idx: u32) -> crate::tc::Result<()> {
+        qdisc::delete_root_qdisc(s, idx)?;
+        add_all(s, idx, &self.tree)
     }
 
     /// Installs the tree if the device's root is the kernel's default, in one request and
@@ -170,8 +165,7 @@ impl QdiscFault {
             }
             Err(e) => return Err(e),
         }
-        rest.iter()
-            .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))?;
+        add_all(s, idx, rest)?;
         Ok(true)
     }
 
@@ -277,7 +271,7 @@ impl crate::engine::Effect for QdiscFault {
             let me = self.clone();
             self.in_netns(true, move |s| {
                 let idx = qdisc::link_index(s, &me.device)?;
-                me.install(s, idx, true)
+                me.install(s, idx)
             })
             .await?;
             Ok(None)
@@ -307,11 +301,9 @@ impl crate::engine::Effect for QdiscFault {
                 if me.prior_root.is_none() && me.install_over_default(s, idx)? {
                     return Ok(Ok(Staged::Applied(None)));
                 }
-                let (root, children) = prior_of(s, idx)?;
-                let configured = root.as_ref().is_some_and(|r| !r.is_kernel_default());
-                Ok(match me.completed_by((root, children)) {
+                Ok(match me.completed_by(prior_of(s, idx)?) {
                     Ok(None) => {
-                        me.install(s, idx, configured)?;
+                        me.install(s, idx)?;
                         Ok(Staged::Applied(None))
                     }
                     other => other.map(Staged::Captured),
@@ -389,6 +381,13 @@ fn tree_shape<S: serde::Serializer>(tree: &[Qdisc], s: S) -> Result<S::Ok, S::Er
         handle: q.handle,
         parent: q.parent,
     }))
+}
+
+/// Adds `qdiscs` to device `idx` in order, each exclusively (`tc qdisc add`).
+fn add_all(s: &mut RouteSocket, idx: u32, qdiscs: &[Qdisc]) -> crate::tc::Result<()> {
+    qdiscs
+        .iter()
+        .try_for_each(|q| qdisc::apply_qdisc(s, idx, q, AddMode::Exclusive))
 }
 
 /// Device `idx`'s root qdisc and how many child qdiscs hang below it (ingress and clsact do
