@@ -455,15 +455,19 @@ impl<E: Effect> Engine<E> {
     /// The flag says whether this process counts it in the active-faults gauge.
     fn claim(&self, id: &str) -> Option<(FaultRecord<E>, bool)> {
         let mut faults = lock(&self.faults);
-        let rec = faults.get_mut(id)?;
-        if !matches!(rec.phase, Phase::Intent | Phase::Applied | Phase::Failed) {
+        if !faults
+            .get(id)
+            .is_some_and(|r| matches!(r.phase, Phase::Intent | Phase::Applied | Phase::Failed))
+        {
             return None;
         }
-        let counted = rec.phase != Phase::Failed
-            && (rec.daemon_pid, rec.daemon_start_ticks) == self.me
-            && rec.boot_id == self.boot_id;
-        rec.phase = Phase::Reverting;
-        Some((rec.clone(), counted))
+        faults.update(id, |rec| {
+            let counted = rec.phase != Phase::Failed
+                && (rec.daemon_pid, rec.daemon_start_ticks) == self.me
+                && rec.boot_id == self.boot_id;
+            rec.phase = Phase::Reverting;
+            (rec.clone(), counted)
+        })
     }
 
     async fn undo(&self, rec: &FaultRecord<E>) -> Result<(), String> {
@@ -610,19 +614,12 @@ impl<E: Effect> Engine<E> {
 
     /// The most recently created fault of a group, in any phase.
     pub fn last_in_group(&self, group: &str) -> Option<FaultRecord<E>> {
-        lock(&self.faults)
-            .in_group(group)
-            .max_by_key(|r| r.created_unix_ms)
-            .cloned()
+        lock(&self.faults).newest_in(group).cloned()
     }
 
     /// Active faults of a group, oldest first.
     pub fn active_in_group(&self, group: &str) -> Vec<FaultRecord<E>> {
-        let mut v: Vec<_> = lock(&self.faults)
-            .in_group(group)
-            .filter(|r| r.phase.is_active())
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = lock(&self.faults).active_in(group).cloned().collect();
         v.sort_by_key(|r| r.created_unix_ms);
         v
     }
@@ -645,16 +642,7 @@ impl<E: Effect> Engine<E> {
     /// The groups of the faults [`Engine::list`] would return (active or failed) whose group
     /// starts with `prefix`, sorted and without duplicates; no record is cloned.
     pub fn groups_with_prefix(&self, prefix: &str) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.faults)
-            .values()
-            .filter(|r| {
-                (r.phase.is_active() || r.phase == Phase::Failed) && r.group.starts_with(prefix)
-            })
-            .map(|r| r.group.clone())
-            .collect();
-        v.sort();
-        v.dedup();
-        v
+        lock(&self.faults).listed_groups_with_prefix(prefix)
     }
 
     /// Rolls back every active fault, concurrently.

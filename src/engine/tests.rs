@@ -1071,22 +1071,38 @@ async fn group_lookups_follow_applies_rollbacks_and_compaction() {
     let group_of = |i: usize| format!("g{}", i % 3);
     let mut live = Vec::new();
     for i in 0..1500 {
+        // every tenth fault stays active, one in 500 fails to roll back (listed, not active);
+        // the rest end at once (compaction drops them later)
+        let fails = i % 500 == 5;
         let fx = FileEffect {
             boot: true,
             fused: true,
+            fail_revert: fails,
             ..f.effect(&format!("f{i}"))
         };
         let r = e
             .apply(in_group(new_fault(fx, None, None), &group_of(i)))
             .await
             .unwrap();
-        // every tenth fault stays active; the rest end at once (compaction drops them later)
         if i % 10 == 0 {
             live.push((r.id, group_of(i)));
         } else {
-            e.revert(&r.id, EndReason::Request).await.unwrap();
+            let ended = e.revert(&r.id, EndReason::Request).await;
+            assert_eq!(ended.is_err(), fails, "#{i}");
         }
-        if i % 250 == 0 {
+        if i % 250 == 0 || i % 500 == 6 {
+            // the groups listed under a prefix agree with a walk over every record
+            for prefix in ["", "g", "g1", "h"] {
+                let mut walk: Vec<String> = e
+                    .list(false)
+                    .into_iter()
+                    .filter(|r| r.group.starts_with(prefix))
+                    .map(|r| r.group)
+                    .collect();
+                walk.sort();
+                walk.dedup();
+                assert_eq!(e.groups_with_prefix(prefix), walk, "#{i} prefix {prefix:?}");
+            }
             for g in ["g0", "g1", "g2"] {
                 // the index agrees with a walk over every record
                 let mut walk: Vec<String> = e
@@ -1188,4 +1204,105 @@ async fn a_deadline_sooner_than_the_next_scan_wakes_the_loop_and_a_later_one_doe
     assert_eq!(e.get(&soon.id).unwrap().end_reason, Some(EndReason::Expiry));
     assert_eq!(e.get(&late.id).unwrap().phase, Phase::Applied);
     stop_tx.send(true).unwrap();
+}
+
+/// The table's group index against a walk over every record, under random inserts (new faults,
+/// new phases of a fault, a fault moved to another group or re-dated), updates and removals,
+/// with many faults created in the same millisecond.
+#[test]
+fn the_group_index_agrees_with_a_walk_under_random_changes() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let f = Fixture::new();
+    let phases = [
+        Phase::Intent,
+        Phase::Applied,
+        Phase::Reverting,
+        Phase::Reverted,
+        Phase::Failed,
+    ];
+    let op = (0u8..4, 0usize..12, 0usize..3, 0usize..5, 0i64..4);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(op, 1..120), |ops| {
+            let mut t = table::FaultTable::<FileEffect>::default();
+            for (what, id, group, phase, ms) in ops {
+                let id = format!("id-{id}");
+                match what {
+                    0 | 1 => {
+                        // insert: a new record, or a new snapshot of one (maybe moved)
+                        let rec = FaultRecord {
+                            id: id.clone(),
+                            kind: "file".into(),
+                            target: TargetIdentity::default(),
+                            effect: f.effect("x"),
+                            phase: phases[phase],
+                            owner: "o".into(),
+                            lease_id: None,
+                            deadline: None,
+                            boot_id: "b".into(),
+                            daemon_pid: 1,
+                            daemon_start_ticks: 1,
+                            created_unix_ms: t
+                                .get(&id)
+                                .filter(|_| what == 0)
+                                .map_or(ms, |r| r.created_unix_ms),
+                            applied_unix_ms: 0,
+                            ended_unix_ms: 0,
+                            end_reason: None,
+                            last_error: String::new(),
+                            instance: None,
+                            group: format!("g{group}"),
+                        };
+                        t.insert(id, rec);
+                    }
+                    2 => {
+                        t.update(&id, |r| r.phase = phases[phase]);
+                    }
+                    _ => {
+                        t.remove(&id);
+                    }
+                }
+                for g in ["g0", "g1", "g2", "g9"] {
+                    let walk: Vec<&FaultRecord<FileEffect>> =
+                        t.values().filter(|r| r.group == g).collect();
+                    let mut active: Vec<&str> = walk
+                        .iter()
+                        .filter(|r| r.phase.is_active())
+                        .map(|r| r.id.as_str())
+                        .collect();
+                    active.sort();
+                    let indexed: Vec<&str> = t.active_in(g).map(|r| r.id.as_str()).collect();
+                    prop_assert_eq!(&indexed, &active, "active in {}", g);
+                    let newest = walk
+                        .iter()
+                        .max_by_key(|r| (r.created_unix_ms, r.id.clone()))
+                        .map(|r| r.id.as_str());
+                    prop_assert_eq!(
+                        t.newest_in(g).map(|r| r.id.as_str()),
+                        newest,
+                        "newest in {}",
+                        g
+                    );
+                }
+                for prefix in ["", "g", "g1", "h"] {
+                    let mut listed: Vec<String> = t
+                        .values()
+                        .filter(|r| {
+                            (r.phase.is_active() || r.phase == Phase::Failed)
+                                && r.group.starts_with(prefix)
+                        })
+                        .map(|r| r.group.clone())
+                        .collect();
+                    listed.sort();
+                    listed.dedup();
+                    prop_assert_eq!(t.listed_groups_with_prefix(prefix), listed);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
 }
