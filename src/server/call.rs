@@ -88,7 +88,9 @@ where
         .metrics
         .observe_rpc(service, method, code, elapsed.as_secs_f64());
     span.in_scope(|| match &result {
-        Ok(_) => tracing::info!(code = ?code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "rpc done"),
+        // Faults log their own apply and end at info; a line per successful call would double
+        // them and cost every call a formatted write on its reply path.
+        Ok(_) => tracing::debug!(code = ?code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "rpc done"),
         Err(s) => tracing::warn!(code = ?code, message = %s.message(), elapsed_ms = elapsed.as_secs_f64() * 1e3, "rpc failed"),
     });
     result.map(Response::new)
