@@ -34,12 +34,15 @@ pub struct ProcessIdentity {
 impl ProcessIdentity {
     /// Reads the identity of a live process.
     pub fn of(pid: u32) -> Result<Self, ProcessError> {
-        Self::of_in(Path::new("/proc"), pid)
+        Self::with_start(Path::new("/proc"), pid, stat(pid)?.start_ticks)
     }
 
     /// Same as [`ProcessIdentity::of`] with another procfs mount (tests, `/host-proc`).
     pub fn of_in(proc_root: &Path, pid: u32) -> Result<Self, ProcessError> {
-        let start_ticks = stat_in(proc_root, pid)?.start_ticks;
+        Self::with_start(proc_root, pid, stat_in(proc_root, pid)?.start_ticks)
+    }
+
+    fn with_start(proc_root: &Path, pid: u32, start_ticks: u64) -> Result<Self, ProcessError> {
         let btime = boot_time_secs_in(proc_root)?;
         Ok(ProcessIdentity {
             pid,
@@ -97,11 +100,15 @@ fn proc_error(
     }
 }
 
-/// `/proc/<pid>/stat` under another procfs mount. Read with one `open` and a read into a stack
+/// `/proc/<pid>/stat` under another procfs mount. Read with one `open` and reads into a stack
 /// buffer and parsed in place (it sits on every pid-targeted request's path: the `procfs` crate
 /// took eight system calls and parsed all 52 fields into an allocated struct).
 pub fn stat_in(proc_root: &Path, pid: u32) -> Result<ProcStat, ProcessError> {
-    use std::io::Read;
+    open_stat(proc_root, pid).map(|(st, _)| st)
+}
+
+/// Opens and reads `<proc_root>/<pid>/stat`; returns the open file too.
+fn open_stat(proc_root: &Path, pid: u32) -> Result<(ProcStat, std::fs::File), ProcessError> {
     let path = proc_root.join(pid.to_string()).join("stat");
     let io = |source: std::io::Error| match source.raw_os_error() {
         // ESRCH: the process exited between the open and the read
@@ -111,28 +118,83 @@ pub fn stat_in(proc_root: &Path, pid: u32) -> Result<ProcStat, ProcessError> {
             source,
         },
     };
-    let mut file = std::fs::File::open(&path).map_err(io)?;
+    let file = std::fs::File::open(&path).map_err(io)?;
+    match read_stat(&file) {
+        Ok(st) => Ok((st, file)),
+        Err(StatRead::Io(e)) => Err(io(e)),
+        Err(StatRead::Parse(detail)) => Err(ProcessError::Parse {
+            what: "/proc/<pid>/stat",
+            detail,
+        }),
+    }
+}
+
+enum StatRead {
+    Io(std::io::Error),
+    Parse(String),
+}
+
+/// Reads an open `/proc/<pid>/stat` from its start (`pread`: procfs renders it anew on every
+/// read at offset 0) and parses it.
+fn read_stat(file: &std::fs::File) -> Result<ProcStat, StatRead> {
+    use std::os::unix::fs::FileExt;
     // 52 fields of at most 20 digits and a 64-byte comm fit with room to spare
     let mut buf = [0u8; 2048];
     let mut len = 0;
     loop {
-        match file.read(&mut buf[len..]) {
+        match file.read_at(&mut buf[len..], len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(StatRead::Io(e)),
         }
         if len == buf.len() {
-            return Err(ProcessError::Parse {
-                what: "/proc/<pid>/stat",
-                detail: format!("longer than {} bytes", buf.len()),
-            });
+            return Err(StatRead::Parse(format!("longer than {} bytes", buf.len())));
         }
     }
-    parse_stat(&buf[..len]).map_err(|detail| ProcessError::Parse {
-        what: "/proc/<pid>/stat",
-        detail,
-    })
+    parse_stat(&buf[..len]).map_err(StatRead::Parse)
+}
+
+/// `/proc/<pid>/stat` files of the processes read most recently, kept open: reading one again
+/// is a `pread`, where opening it walks `/proc` and builds the file anew (two thirds of the
+/// read's cost on a SetTcs apply). A kept file stays bound to the process it was opened for:
+/// once that process is gone its reads fail (`ESRCH`) whoever has the pid by then, and the
+/// caller opens the pid afresh.
+mod kept_stat {
+    use std::fs::File;
+    use std::sync::Mutex;
+
+    /// At most this many files (one descriptor each).
+    pub(super) const CAPACITY: usize = 32;
+
+    /// Newest last.
+    static FILES: Mutex<Vec<(u32, File)>> = Mutex::new(Vec::new());
+
+    fn files() -> std::sync::MutexGuard<'static, Vec<(u32, File)>> {
+        FILES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the kept file of `pid` out (a caller reads it without holding the lock).
+    pub(super) fn take(pid: u32) -> Option<File> {
+        let mut files = files();
+        let i = files.iter().position(|(p, _)| *p == pid)?;
+        Some(files.remove(i).1)
+    }
+
+    /// Keeps `file` as `pid`'s (the newest), dropping the oldest beyond [`CAPACITY`].
+    pub(super) fn put(pid: u32, file: File) {
+        let mut files = files();
+        files.retain(|(p, _)| *p != pid);
+        if files.len() >= CAPACITY {
+            files.remove(0);
+        }
+        files.push((pid, file));
+    }
+
+    #[cfg(test)]
+    pub(super) fn pids() -> Vec<u32> {
+        files().iter().map(|(p, _)| *p).collect()
+    }
 }
 
 /// Parses a `/proc/<pid>/stat` line: `pid (comm) state ppid ... starttime ...`. `comm` may hold
@@ -164,9 +226,19 @@ fn parse_stat(text: &[u8]) -> Result<ProcStat, String> {
     })
 }
 
-/// `/proc/<pid>/stat` of a process on this node.
+/// `/proc/<pid>/stat` of a process on this node, from a kept open file when `pid` was read
+/// recently and is still the same process (see [`kept_stat`]).
 pub fn stat(pid: u32) -> Result<ProcStat, ProcessError> {
-    stat_in(Path::new("/proc"), pid)
+    if let Some(file) = kept_stat::take(pid) {
+        if let Ok(st) = read_stat(&file) {
+            kept_stat::put(pid, file);
+            return Ok(st);
+        }
+        // gone (or unreadable): the kept file is dropped, the pid looked up afresh below
+    }
+    let (st, file) = open_stat(Path::new("/proc"), pid)?;
+    kept_stat::put(pid, file);
+    Ok(st)
 }
 
 /// The parent of a live process.
@@ -342,6 +414,44 @@ mod tests {
         );
         assert!(parse_stat(b"42 (x) SS 1").is_err());
         assert!(parse_stat(b"42 (x) S one").is_err());
+    }
+
+    #[test]
+    fn kept_stat_files_follow_their_process_and_stay_bounded() {
+        use std::process::Command;
+        let sleeper = || Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = sleeper();
+        let pid = child.id();
+        let first = stat(pid).unwrap();
+        assert!(kept_stat::pids().contains(&pid));
+        // read again from the kept file: the same as a fresh open
+        let again = stat(pid).unwrap();
+        assert_eq!(again, stat_in(Path::new("/proc"), pid).unwrap());
+        assert_eq!(first.start_ticks, again.start_ticks);
+        // reaped: the kept file no longer reads (ESRCH, whoever gets the pid next), and the
+        // fresh lookup says the process does not exist
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let kept = kept_stat::take(pid).expect("still kept");
+        match read_stat(&kept) {
+            Err(StatRead::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::ESRCH)),
+            _ => panic!("a reaped process's stat file still reads"),
+        }
+        kept_stat::put(pid, kept);
+        assert!(matches!(stat(pid), Err(ProcessError::NotFound { .. })));
+        assert!(!kept_stat::pids().contains(&pid));
+        // at most CAPACITY files, the newest kept
+        let mut kids: Vec<_> = (0..kept_stat::CAPACITY + 8).map(|_| sleeper()).collect();
+        for k in &kids {
+            stat(k.id()).unwrap();
+        }
+        let pids = kept_stat::pids();
+        assert!(pids.len() <= kept_stat::CAPACITY, "{}", pids.len());
+        assert!(pids.contains(&kids.last().unwrap().id()));
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
     }
 
     #[test]
