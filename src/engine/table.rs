@@ -91,7 +91,8 @@ impl<E: Effect> FaultTable<E> {
         Some(rec)
     }
 
-    /// Changes the record `id` in place (its phase, its fields) and re-files it.
+    /// Changes the record `id` (its phase, its fields) through `change` on a copy, then stores
+    /// the copy with [`FaultTable::insert`], which re-files it.
     pub(super) fn update<R>(
         &mut self,
         id: &str,
